@@ -1,0 +1,27 @@
+"""The original recipe on Kvasir-SEG: 288x384, batch 8, NAdam 1e-5, Dice over 4 heads, 250 epochs.
+
+Run:
+  python -m resunetpp_jax.main --config=configs/kvasir.py --workdir=workdirs/kvasir \
+      --config.manual_dir=/path/to/Kvasir-SEG
+
+Data: the official Kvasir-SEG download (`images/*.jpg`, `masks/*.jpg`) or the PraNet layout, split 80/10/10 at
+random with seed 42 as the original did (800/100/100). Augmentation: the original's 25 transforms plus identity,
+drawn online per example per epoch; `epoch_multiplier=26` reproduces the original's epoch length (26 x 800 images).
+The validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20).
+"""
+from resunetpp_jax import default_config
+
+
+def get_config():
+  config = default_config.get_default_config()
+  config.dataset = 'kvasir_seg'
+  config.train_split = 'train'
+  config.eval_split = 'valid'
+  config.image_size = (288, 384)
+  config.augment = 'original'
+  config.epoch_multiplier = 26
+  config.batch_size = 8
+  config.num_epochs = 250
+  config.learning_rate = 1e-5
+  config.loss = 'dice'
+  return config

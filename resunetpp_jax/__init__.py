@@ -1,0 +1,1 @@
+"""Residual UNet++ with CBAM attention for polyp segmentation, in JAX/Flax NNX."""

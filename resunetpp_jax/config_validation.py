@@ -1,0 +1,84 @@
+"""Checks a config before anything is built or compiled.
+
+Every error names the key, the value given and what is allowed, so a typo in a
+32-hour run's command line costs seconds, not a failed compile.
+"""
+from collections.abc import Iterable
+
+import ml_collections
+
+MODELS = ('resunetpp',)
+DTYPES = ('float32', 'bfloat16')
+AUGMENT_POLICIES = ('original', 'light', 'none')
+OPTIMIZERS = ('nadam', 'adam', 'adamw', 'sgd')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+
+
+class ConfigError(ValueError):
+  """A configuration value that cannot work."""
+
+
+def _require_choice(config, key: str, allowed: Iterable[str]):
+  allowed = tuple(allowed)
+  if config[key] not in allowed:
+    raise ConfigError(f'config.{key}={config[key]!r} is not one of {", ".join(map(repr, allowed))}.')
+
+
+def _require_positive(config, key: str, allow_zero: bool = False):
+  value = config[key]
+  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f'config.{key}={value!r} must be a {"non-negative" if allow_zero else "positive"} number.')
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1):
+  """Raises ConfigError for the first value that cannot work."""
+  # Imported here: both registries pull in JAX/TFDS, which validation of the
+  # plain values above must not wait for.
+  from resunetpp_jax import losses
+  from resunetpp_jax.data import builders
+
+  _require_choice(config, 'model', MODELS)
+  _require_choice(config, 'dtype', DTYPES)
+  _require_choice(config, 'loss', sorted(losses.LOSSES))
+  _require_choice(config, 'dataset', sorted(builders.DATASETS))
+  _require_choice(config, 'augment', AUGMENT_POLICIES)
+  _require_choice(config, 'optimizer', OPTIMIZERS)
+  _require_choice(config, 'schedule', SCHEDULES)
+
+  filters = tuple(config.filters)
+  if len(filters) < 2 or any(not isinstance(f, int) or f < 1 for f in filters):
+    raise ConfigError(f'config.filters={filters!r} must be at least two positive integers, one per level.')
+  factor = 2 ** (len(filters) - 1)
+  size = tuple(config.image_size)
+  if len(size) != 2 or any(not isinstance(s, int) or s <= 0 or s % factor for s in size):
+    raise ConfigError(
+        f'config.image_size={size!r} must be (height, width) with both divisible by {factor} '
+        f'(the network halves the resolution {len(filters) - 1} times); e.g. (288, 384).')
+
+  _require_positive(config, 'batch_size')
+  if config.batch_size % num_devices:
+    raise ConfigError(f'config.batch_size={config.batch_size} must be divisible by the number of devices '
+                      f'({num_devices}): the global batch is split evenly over them.')
+  if config.batch_size % num_processes:
+    raise ConfigError(f'config.batch_size={config.batch_size} must be divisible by the number of processes '
+                      f'({num_processes}).')
+  _require_positive(config, 'num_classes')
+  _require_positive(config, 'learning_rate')
+  _require_positive(config, 'head_l2', allow_zero=True)
+  _require_positive(config, 'epoch_multiplier')
+  _require_positive(config, 'num_workers', allow_zero=True)
+  _require_positive(config, 'log_every_steps')
+  _require_positive(config, 'checkpoint_every_steps')
+  _require_positive(config, 'keep_checkpoints')
+  _require_positive(config, 'keep_best_checkpoints')
+  _require_positive(config, 'plateau_patience')
+  _require_positive(config, 'early_stop_patience', allow_zero=True)
+  _require_positive(config, 'warmup_steps', allow_zero=True)
+  if config.plateau_factor <= 1:
+    raise ConfigError(f'config.plateau_factor={config.plateau_factor!r} must be > 1 (the learning rate is '
+                      'divided by it).')
+  if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    raise ConfigError('config.num_epochs or config.num_train_steps must be positive.')
+  if config.eval_every_steps == 0 or config.eval_every_steps < -1:
+    raise ConfigError(f'config.eval_every_steps={config.eval_every_steps} must be positive, or -1 for once '
+                      'per epoch.')

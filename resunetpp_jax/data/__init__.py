@@ -1,0 +1,1 @@
+"""Polyp datasets (TFDS builders), augmentation and the grain input pipeline."""

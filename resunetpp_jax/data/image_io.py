@@ -1,0 +1,194 @@
+"""Reads images and masks of any common format into one canonical form.
+
+Images become RGB uint8 (H, W, 3) and masks bool (H, W), whatever the file
+holds (grayscale, palette, RGBA, 16-bit, float TIFF). TIFFs go through
+tifffile: Pillow refuses the official CVC-ClinicDB TIFFs (3 samples tagged
+BlackIsZero) and OpenCV silently reads them as grayscale. Everything else
+goes through Pillow, which, unlike OpenCV, raises on truncated files instead
+of returning a partial image. EXIF orientation is ignored, so image and mask
+keep the same pixel grid.
+"""
+import functools
+import os
+
+import cv2
+import numpy as np
+from PIL import Image
+import tifffile
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
+MASK_THRESHOLD = 128
+
+_TIFF_EXTENSIONS = ('.tif', '.tiff')
+
+
+class ImageReadError(ValueError):
+  """A file could not be read as an image or mask."""
+
+
+def _fail(path, problem: str) -> ImageReadError:
+  return ImageReadError(
+      f'{os.fspath(path)}: {problem}. Replace the file with a good copy (e.g.'
+      ' download it again) or remove the image/mask pair from the folder.')
+
+
+def _read_tiff(path) -> tuple[np.ndarray, str | None]:
+  with tifffile.TiffFile(path) as tiff:
+    series = tiff.series[0]
+    array = series.asarray()
+    axes = series.axes
+  # Keep the first image of a stack and put samples last: 'YX', 'YXS', 'SYX'.
+  while len(axes) > 2 and axes[0] not in 'YXS':
+    array, axes = array[0], axes[1:]
+  if axes == 'SYX':
+    array, axes = np.moveaxis(array, 0, -1), 'YXS'
+  if axes not in ('YX', 'YXS'):
+    raise _fail(path, f'unsupported TIFF layout {axes!r} (shape {array.shape})')
+  return array, None
+
+
+def _read_with_pillow(path) -> tuple[np.ndarray, str | None]:
+  with Image.open(path) as image:
+    image.load()  # Decodes now, so truncated files raise here.
+    if image.mode in ('L', 'LA', 'RGB', 'RGBA') or image.mode.startswith('I'):
+      return np.asarray(image), None
+    has_alpha = 'A' in image.mode or 'transparency' in image.info
+    converted = image.convert('RGBA' if has_alpha else 'RGB')
+    return np.asarray(converted), f'{image.mode} mode'
+
+
+def _read_array(path) -> tuple[np.ndarray, list[str]]:
+  """Returns the pixels as stored (2-D or (H, W, C), any dtype) and notes."""
+  if not os.path.isfile(path):
+    raise _fail(path, 'file not found')
+  try:
+    if os.fspath(path).lower().endswith(_TIFF_EXTENSIONS):
+      array, note = _read_tiff(path)
+    else:
+      array, note = _read_with_pillow(path)
+  except ImageReadError:
+    raise
+  except Exception as e:  # Decoders raise many types for a broken file.
+    raise _fail(path, f'cannot decode ({type(e).__name__}: {e}); the file is'
+                ' corrupt, truncated or not an image') from e
+  if array.ndim not in (2, 3) or min(array.shape[:2]) == 0:
+    raise _fail(path, f'unsupported pixel array of shape {array.shape}')
+  return array, [note] if note else []
+
+
+def _to_uint8(array: np.ndarray, path, notes: list[str]) -> np.ndarray:
+  """Scales any supported sample type to 0..255."""
+  if array.dtype == np.uint8:
+    return array
+  if array.dtype == np.bool_:
+    return array.astype(np.uint8) * 255
+  if array.dtype in (np.uint16, np.int32, np.uint32, np.int64):
+    if array.min() < 0 or array.max() > 65535:
+      raise _fail(path, f'integer samples outside 0..65535 ({array.dtype})')
+    notes.append('16-bit')
+    return np.round(array.astype(np.float32) / 257.0).astype(np.uint8)
+  if np.issubdtype(array.dtype, np.floating):
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+      raise _fail(path, 'floating-point samples outside [0, 1]')
+    notes.append('floating-point')
+    return np.round(array.astype(np.float32) * 255.0).astype(np.uint8)
+  raise _fail(path, f'unsupported sample type {array.dtype}')
+
+
+def inspect_image(path) -> tuple[np.ndarray, tuple[str, ...]]:
+  """Like `read_image`, plus notes on what was converted (e.g. 'grayscale')."""
+  array, notes = _read_array(path)
+  array = _to_uint8(array, path, notes)
+  if array.ndim == 2:
+    array = array[:, :, None]
+  channels = array.shape[-1]
+  if channels not in (1, 2, 3, 4):
+    raise _fail(path, f'{channels} channels, expected 1 to 4')
+  if channels in (1, 2):
+    notes.append('grayscale')
+    array = np.repeat(array[:, :, :1], 3, axis=-1)
+  if channels in (2, 4):
+    notes.append('alpha dropped')
+  return np.ascontiguousarray(array[:, :, :3]), tuple(notes)
+
+
+def read_image(path) -> np.ndarray:
+  """Returns the image at `path` as RGB uint8 (H, W, 3).
+
+  Grayscale is repeated over 3 channels, alpha is dropped, 16-bit and float
+  samples are scaled to 8 bits, palette/CMYK/other modes become RGB.
+
+  Raises:
+    ImageReadError: the file is missing, corrupt, truncated or unsupported.
+  """
+  return inspect_image(path)[0]
+
+
+def inspect_mask(path) -> tuple[np.ndarray, tuple[str, ...]]:
+  """Like `read_mask`, plus notes: 'label map' (0/1 values), 'off values'
+  (values other than 0 and the maximum, e.g. JPEG ringing, thresholded)."""
+  array, notes = _read_array(path)
+  if array.ndim == 3:
+    colour_channels = {1: 1, 2: 1, 3: 3, 4: 3}.get(array.shape[-1])
+    if colour_channels is None:
+      raise _fail(path, f'{array.shape[-1]} channels, expected 1 to 4')
+    # Elementwise maximum: much faster than max(axis=-1) on (H, W, C).
+    array = functools.reduce(
+        np.maximum, [array[:, :, c] for c in range(colour_channels)])
+  if array.dtype != np.bool_ and array.max() == 1 and array.min() == 0:
+    return array == 1, tuple(notes + ['label map'])
+  array = _to_uint8(array, path, notes)
+  if np.any((array != 0) & (array != 255)):
+    notes.append('off values')
+  return array >= MASK_THRESHOLD, tuple(notes)
+
+
+def read_mask(path) -> np.ndarray:
+  """Returns the mask at `path` as bool (H, W): True where the polyp is.
+
+  A pixel is foreground when any colour channel is >= 128 (after scaling to 8
+  bits): JPEG masks ring around 0/255 and some CVC-ClinicDB masks carry low
+  noise. Masks whose only values are 0 and 1 (label maps) use 1 as foreground.
+  An alpha channel is ignored.
+
+  Raises:
+    ImageReadError: the file is missing, corrupt, truncated or unsupported.
+  """
+  return inspect_mask(path)[0]
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def is_plain_rgb_png(data: bytes) -> bool:
+  """Whether `data` is a PNG of 8-bit RGB without transparency.
+
+  Such files decode to exactly the RGB pixels `read_image` returns, with any
+  decoder, so they can be stored as they are instead of being re-encoded.
+  """
+  if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b'IHDR':
+    return False
+  bit_depth, colour_type = data[24], data[25]
+  if (bit_depth, colour_type) != (8, 2):
+    return False
+  position = len(_PNG_SIGNATURE)
+  while position + 8 <= len(data):
+    length = int.from_bytes(data[position:position + 4], 'big')
+    chunk = data[position + 4:position + 8]
+    if chunk == b'tRNS':
+      return False
+    if chunk == b'IDAT':
+      return True
+    position += 12 + length
+  return False
+
+
+def encode_png(array: np.ndarray) -> bytes:
+  """Losslessly encodes uint8 (H, W), (H, W, 1) or RGB (H, W, 3) as PNG."""
+  if array.ndim == 3 and array.shape[-1] == 3:
+    array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+  ok, encoded = cv2.imencode('.png', array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+  if not ok:
+    raise ValueError(f'PNG encoding failed for an array of shape {array.shape}')
+  return encoded.tobytes()
+

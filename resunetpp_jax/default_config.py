@@ -1,0 +1,59 @@
+"""Every configuration key, with its default and meaning.
+
+Config files in `configs/` start from `get_default_config()` and override what
+their recipe changes; `config_validation.validate` checks the result before
+anything is built or compiled.
+"""
+import ml_collections
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameters, dropout-free model RNG, shuffling and augmentation.
+
+  # --- Data ---------------------------------------------------------------
+  c.dataset = 'synthetic_polyps'  # A TFDS builder of resunetpp_jax.data.
+  c.data_dir = ''  # TFDS data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  c.manual_dir = ''  # Folder holding the downloaded dataset (for real datasets).
+  c.train_split = 'train'
+  c.eval_split = 'valid'
+  c.image_size = (288, 384)  # (height, width); both divisible by 16.
+  c.augment = 'original'  # 'original' (SPEC's 25 transforms + identity), 'light', 'none'.
+  c.epoch_multiplier = 1  # Passes over the training split per epoch (26 = the original's epoch).
+  c.num_workers = 2  # grain worker processes per host (0 = in the main process).
+  c.prefetch_buffer_size = 2  # Per-worker prefetch, in batches.
+
+  # --- Model --------------------------------------------------------------
+  c.model = 'resunetpp'
+  c.filters = (32, 64, 128, 256, 512)
+  c.num_classes = 1
+  c.deep_supervision = True  # 4 heads on X[0,1..4]; False keeps the last one.
+  c.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16'; parameters stay float32.
+
+  # --- Loss and optimizer -------------------------------------------------
+  c.loss = 'dice'  # See resunetpp_jax.losses.LOSSES for the names.
+  c.head_l2 = 1e-4  # L2 penalty on the supervision heads' kernels (Keras' l2(1e-4)).
+  c.optimizer = 'nadam'  # optax.nadam: Adam with Nesterov momentum (see README).
+  c.learning_rate = 1e-5
+  c.schedule = 'constant'  # 'constant', 'cosine', 'warmup_cosine'.
+  c.warmup_steps = 0
+  c.batch_size = 8  # Global batch, split over all devices of all hosts.
+  c.num_epochs = 250
+  c.num_train_steps = -1  # > 0 overrides num_epochs.
+
+  # --- Plateau schedule and early stopping (on the validation loss) ------
+  c.plateau_patience = 5  # Evaluations without improvement before lr /= plateau_factor.
+  c.plateau_factor = 10.0
+  c.early_stop_patience = 20  # Evaluations without improvement before stopping (0 = never).
+
+  # --- Loop cadence ------------------------------------------------------
+  c.log_every_steps = 50
+  c.eval_every_steps = -1  # -1: once per epoch.
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3  # Last K.
+  c.keep_best_checkpoints = 2  # Best M by validation Dice.
+  c.num_eval_images_logged = 8  # Validation overlays written to TensorBoard.
+
+  # --- Runtime -------------------------------------------------------------
+  c.compilation_cache_dir = '~/.cache/resunetpp_jax/xla'  # '' disables the persistent cache.
+  return c

@@ -1,0 +1,305 @@
+r"""Scores a trained model on whole datasets at each image's ORIGINAL size.
+
+  python -m resunetpp_jax.evaluate --workdir=WORKDIR \
+      [--config=configs/kvasir.py] [--checkpoint=best|latest|STEP] \
+      [--datasets=kvasir_seg:test,cvc_clinicdb:all] [--manual_dirs=NAME=DIR,...] \
+      [--tta] [--save_images]
+
+Validation during training scores resized images; papers score predictions
+resized back to the original masks, which is what this does. For every
+NAME:SPLIT it writes WORKDIR/eval/NAME-SPLIT.json (NAME-SPLIT-tta.json with
+--tta) holding:
+  dice, iou, precision, recall: pooled over all pixels of the split, at 0.5;
+  mean_dice, mean_iou: means over images of each image's Dice/IoU at 0.5
+    (an image with empty ground truth and empty prediction scores 1);
+  mdice, miou: the PraNet evaluation toolbox's per-image means over 256
+    thresholds, the numbers most papers report (see literature_metrics);
+  images: one record per image (name, its scores, its pixel counts).
+--save_images adds, per image, NAME-SPLIT/<image>.png (image | ground truth |
+prediction, as the original wrote them) and <image>_overlay.png (yellow: polyp
+found, green: missed, red: false alarm).
+
+The model and its config come from the workdir; --config (default: the
+workdir's own) only says where the data are (data_dir, manual_dir) and which
+dataset is the default.
+"""
+import itertools
+import json
+import os
+from typing import Any, Iterable, Mapping, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from resunetpp_jax import checkpointing
+from resunetpp_jax import compilation_cache
+from resunetpp_jax import inference
+from resunetpp_jax import literature_metrics
+from resunetpp_jax import metrics
+from resunetpp_jax import visualize
+from resunetpp_jax.data import image_io
+from resunetpp_jax.data import pipeline
+
+THRESHOLD = inference.THRESHOLD
+_TABLE_COLUMNS = ('num_images', 'dice', 'iou', 'mean_dice', 'mean_iou',
+                  'mdice', 'miou', 'precision', 'recall')
+
+
+def score_image(probabilities: np.ndarray, ground_truth: np.ndarray,
+                threshold: float = THRESHOLD) -> dict[str, Any]:
+  """One image's scores and pixel counts; inputs at the same (H, W) size.
+
+  Args:
+    probabilities: float (H, W) foreground probabilities.
+    ground_truth: bool (H, W) mask.
+    threshold: a pixel is predicted foreground when its probability >= this.
+  """
+  ground_truth = np.asarray(ground_truth, bool)
+  predicted = probabilities >= threshold
+  dice, iou = literature_metrics.per_image_dice_iou(predicted, ground_truth)
+  mdice, miou = literature_metrics.pranet_mean_dice_iou(probabilities,
+                                                        ground_truth)
+  return {
+      'dice': dice, 'iou': iou, 'mdice': mdice, 'miou': miou,
+      'tp': int(np.count_nonzero(predicted & ground_truth)),
+      'fp': int(np.count_nonzero(predicted & ~ground_truth)),
+      'fn': int(np.count_nonzero(~predicted & ground_truth)),
+      'tn': int(np.count_nonzero(~predicted & ~ground_truth)),
+  }
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+  """Split-level scores from `score_image` records.
+
+  Pooled ratios and per-image means follow `metrics.summarize`, so they agree
+  with the validation metrics of training on the same pixels.
+  """
+  if not records:
+    raise ValueError('No image to summarize: the split is empty.')
+  sums = {key: sum(record[key] for record in records)
+          for key in ('tp', 'fp', 'fn', 'tn')}
+  sums['dice_sum'] = sum(record['dice'] for record in records)
+  sums['iou_sum'] = sum(record['iou'] for record in records)
+  sums['num_images'] = len(records)
+  summary = {'num_images': len(records), **metrics.summarize(sums)}
+  summary['mdice'] = float(np.mean([record['mdice'] for record in records]))
+  summary['miou'] = float(np.mean([record['miou'] for record in records]))
+  return summary
+
+
+def evaluate_pairs(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+  """Split-level scores of (probabilities, ground truth) pairs."""
+  return summarize([score_image(prob, truth) for prob, truth in pairs])
+
+
+def _batches(iterable: Iterable, size: int):
+  iterator = iter(iterable)
+  while batch := list(itertools.islice(iterator, size)):
+    yield batch
+
+
+def _safe_file_name(name: str) -> str:
+  return name.replace(os.sep, '_').replace('/', '_')
+
+
+def _write_pictures(folder: str, name: str, image: np.ndarray,
+                    ground_truth: np.ndarray, predicted: np.ndarray):
+  stem = os.path.join(folder, _safe_file_name(name))
+  with open(f'{stem}.png', 'wb') as f:
+    f.write(image_io.encode_png(
+        visualize.side_by_side(image, ground_truth, predicted)))
+  with open(f'{stem}_overlay.png', 'wb') as f:
+    f.write(image_io.encode_png(
+        visualize.error_overlay(image, ground_truth, predicted)))
+
+
+def parse_dataset_specs(specs: Sequence[str]) -> list[tuple[str, str]]:
+  """['kvasir_seg:test', ...] -> [('kvasir_seg', 'test'), ...]."""
+  parsed = []
+  for spec in specs:
+    name, separator, split = spec.partition(':')
+    if not separator or not name or not split:
+      raise ValueError(f'--datasets item {spec!r}: expected NAME:SPLIT, e.g.'
+                       ' kvasir_seg:test.')
+    parsed.append((name, split))
+  return parsed
+
+
+def parse_manual_dirs(items: Sequence[str]) -> dict[str, str]:
+  """['cvc_clinicdb=/data/CVC-ClinicDB', ...] -> {name: folder}."""
+  folders = {}
+  for item in items:
+    name, separator, folder = item.partition('=')
+    if not separator or not name or not folder:
+      raise ValueError(f'--manual_dirs item {item!r}: expected NAME=FOLDER.')
+    folders[name] = folder
+  return folders
+
+
+def data_config(config: ml_collections.ConfigDict, dataset: str,
+                manual_dirs: Mapping[str, str]) -> ml_collections.ConfigDict:
+  """`config` pointed at `dataset`: its manual_dir from `manual_dirs`, or the
+  config's own when it is the config's dataset."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if dataset in manual_dirs:
+    config.manual_dir = manual_dirs[dataset]
+  elif dataset != config.dataset:
+    config.manual_dir = ''
+  config.dataset = dataset
+  return config
+
+
+def evaluate_split(predictor: inference.Predictor,
+                   config: ml_collections.ConfigDict, split: str, *,
+                   tta: bool = False,
+                   image_folder: str | None = None) -> dict[str, Any]:
+  """Scores `predictor` on every image of config.dataset/`split`.
+
+  Args:
+    predictor: the trained model.
+    config: names the dataset and where it is (dataset, data_dir, manual_dir).
+    split: a split of the dataset.
+    tta: average flipped predictions.
+    image_folder: where to write the per-image pictures; None writes none.
+
+  Returns:
+    The summary of `summarize` plus 'images': the per-image records.
+  """
+  if image_folder:
+    os.makedirs(image_folder, exist_ok=True)
+  records = []
+  originals = pipeline.iterate_originals(config, split)
+  for batch in _batches(originals, predictor.batch_size):
+    probabilities = predictor.predict_proba([x['image'] for x in batch], tta)
+    for example, prob in zip(batch, probabilities):
+      records.append({'name': example['name'],
+                      'height': int(prob.shape[0]), 'width': int(prob.shape[1]),
+                      **score_image(prob, example['mask'])})
+      if image_folder:
+        _write_pictures(image_folder, example['name'], example['image'],
+                        example['mask'], prob >= THRESHOLD)
+    logging.log_every_n_seconds(logging.INFO, '%s/%s: %d images scored.', 10,
+                                config.dataset, split, len(records))
+  if not records:
+    raise ValueError(f'{config.dataset}/{split} holds no image.')
+  return {**summarize(records), 'images': records}
+
+
+def format_table(results: Sequence[Mapping[str, Any]]) -> str:
+  """A fixed-width table: one row per dataset/split."""
+  header = ['dataset/split'] + list(_TABLE_COLUMNS)
+  rows = []
+  for result in results:
+    row = [f'{result["dataset"]}/{result["split"]}']
+    row += [str(result[c]) if c == 'num_images' else f'{result[c]:.4f}'
+            for c in _TABLE_COLUMNS]
+    rows.append(row)
+  widths = [max(len(row[k]) for row in [header] + rows)
+            for k in range(len(header))]
+  lines = ['  '.join(cell.ljust(w) if k == 0 else cell.rjust(w)
+                     for k, (cell, w) in enumerate(zip(row, widths)))
+           for row in [header] + rows]
+  return '\n'.join(lines)
+
+
+def run(workdir: str, datasets: Sequence[tuple[str, str]],
+        config: ml_collections.ConfigDict | None = None,
+        checkpoint: str | int = 'best',
+        manual_dirs: Mapping[str, str] | None = None, tta: bool = False,
+        save_images: bool = False, batch_size: int = 8) -> list[dict[str, Any]]:
+  """Evaluates a workdir's checkpoint on `datasets` and writes WORKDIR/eval/.
+
+  Args:
+    workdir: the training workdir.
+    datasets: (name, split) pairs; empty means the config's dataset, 'test'.
+    config: where the data are; None uses the workdir's saved config.
+    checkpoint: 'best', 'latest' or a step.
+    manual_dirs: dataset name -> its downloaded copy.
+    tta: average flipped predictions.
+    save_images: write per-image pictures.
+    batch_size: images per device call.
+
+  Returns:
+    One result (the JSON written) per dataset/split.
+  """
+  config = config or checkpointing.load_config(workdir)
+  predictor = inference.Predictor.from_workdir(workdir, checkpoint, batch_size)
+  output_dir = os.path.join(workdir, 'eval')
+  os.makedirs(output_dir, exist_ok=True)
+  results = []
+  for dataset, split in datasets or [(config.dataset, 'test')]:
+    stem = f'{dataset}-{split}' + ('-tta' if tta else '')
+    result = {
+        'dataset': dataset, 'split': split, 'checkpoint': str(checkpoint),
+        'checkpoint_step': predictor.step, 'tta': tta, 'threshold': THRESHOLD,
+        **evaluate_split(
+            predictor, data_config(config, dataset, manual_dirs or {}), split,
+            tta=tta,
+            image_folder=os.path.join(output_dir, stem) if save_images
+            else None),
+    }
+    path = os.path.join(output_dir, f'{stem}.json')
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=2)
+    logging.info('Wrote %s.', path)
+    results.append(result)
+  return results
+
+
+def define_flags():
+  """The command line's flags; defined only when run as a program, so that
+  importing this module next to other CLIs (main, predict) defines nothing."""
+  flags.DEFINE_string(
+      'workdir', None, 'The training workdir (config.json, checkpoints/).',
+      required=True)
+  config_flags.DEFINE_config_file(
+      'config', None, 'Where the data are (data_dir, manual_dir) and the'
+      ' default dataset; default: the config saved in --workdir.',
+      lock_config=False)
+  flags.DEFINE_string(
+      'checkpoint', 'best',
+      "'best' (highest validation Dice), 'latest' or a step.")
+  flags.DEFINE_list(
+      'datasets', None, 'NAME:SPLIT items to evaluate, e.g. kvasir_seg:test,'
+      'cvc_clinicdb:all; default: the config\'s dataset, split test.')
+  flags.DEFINE_list(
+      'manual_dirs', [], 'NAME=FOLDER items: the downloaded copy of each'
+      ' dataset other than the config\'s (needed until it is prepared).')
+  flags.DEFINE_bool(
+      'tta', False, 'Average the predictions of the image and its left-right'
+      ' and upside-down flips.')
+  flags.DEFINE_bool(
+      'save_images', False, 'Write image | truth | prediction and an error'
+      ' overlay per image.')
+  flags.DEFINE_integer('batch_size', 8, 'Images per device call.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  args = flags.FLAGS
+  try:
+    datasets = parse_dataset_specs(args.datasets or [])
+    manual_dirs = parse_manual_dirs(args.manual_dirs)
+    checkpoint = inference.parse_checkpoint(args.checkpoint)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  config = args.config or checkpointing.load_config(args.workdir)
+  compilation_cache.enable(config.compilation_cache_dir)
+  results = run(args.workdir, datasets, config, checkpoint=checkpoint,
+                manual_dirs=manual_dirs, tta=args.tta,
+                save_images=args.save_images, batch_size=args.batch_size)
+  print(f'Checkpoint {args.checkpoint} (step {results[0]["checkpoint_step"]})'
+        f' of {args.workdir}, predictions at original size'
+        f'{", TTA" if args.tta else ""}:')
+  print(format_table(results))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

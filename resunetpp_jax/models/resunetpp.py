@@ -1,0 +1,105 @@
+"""Residual UNet++ with CBAM attention and deep supervision (SPEC.md, 'The network').
+
+Node X[i, 0] is encoder level i; for j >= 1,
+X[i, j] = Block(f_i)(concat([Up(f_i)(X[i+1, j-1]), X[i, 0], ..., X[i, j-1]])), upsampled tensor first.
+Submodules are named like the PyTorch peer (bench/torch_peer.py): `enc[i]`, `up['i_j']`, `dec['i_j']`, `heads[k]`.
+"""
+from collections.abc import Sequence
+from typing import Any
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from resunetpp_jax.models import layers
+
+IMAGE_CHANNELS = 3
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def node_name(i: int, j: int) -> str:
+  """The key of node X[i, j] (j >= 1) in `up` and `dec`, as in the PyTorch peer."""
+  return f'{i}_{j}'
+
+
+class ResUNetPP(nnx.Module):
+  """Residual UNet++; `__call__` returns one float32 logits map per supervision head.
+
+  With deep supervision there is a head on each X[0, j], j = 1..L-1 (L = len(filters)); without it only the
+  head on X[0, L-1] exists. The nested decoder is complete either way, since X[0, L-1] depends on every node.
+  """
+
+  def __init__(self, filters: Sequence[int] = (32, 64, 128, 256, 512), num_classes: int = 1,
+               deep_supervision: bool = True, dtype: Any = jnp.float32, *, rngs: nnx.Rngs):
+    filters = tuple(int(f) for f in filters)
+    if len(filters) < 2:
+      raise ValueError(f'filters={filters}: the network needs at least 2 levels (one downsampling step).')
+    self.filters = filters
+    self.num_levels = len(filters)
+    self.dtype = dtype
+    block = lambda cin, cout, strides=1: layers.CbamResidualBlock(cin, cout, strides, dtype=dtype, rngs=rngs)
+
+    self.enc = nnx.List([block(IMAGE_CHANNELS if i == 0 else filters[i - 1], filters[i], 1 if i == 0 else 2)
+                         for i in range(self.num_levels)])
+    self.up = nnx.Dict()
+    self.dec = nnx.Dict()
+    for j in range(1, self.num_levels):
+      for i in range(self.num_levels - j):
+        self.up[node_name(i, j)] = layers.UpConv(filters[i + 1], filters[i], dtype=dtype, rngs=rngs)
+        self.dec[node_name(i, j)] = block(filters[i] * (j + 1), filters[i])
+    self.head_columns = tuple(range(1, self.num_levels) if deep_supervision else (self.num_levels - 1,))
+    # Heads read the compute dtype but accumulate into and return float32 logits, which the losses need,
+    # without a float32 copy of the full-resolution features they read.
+    self.heads = nnx.List([
+        layers.conv(filters[0], num_classes, 1, dtype=dtype, output_dtype=jnp.float32, rngs=rngs)
+        for _ in self.head_columns])
+
+  def check_input(self, shape: Sequence[int]) -> None:
+    """Raises ValueError unless `shape` is (N, H, W, 3) with H, W divisible by 2**(levels - 1)."""
+    factor = 2 ** (self.num_levels - 1)
+    if len(shape) != 4 or shape[-1] != IMAGE_CHANNELS:
+      raise ValueError(f'ResUNetPP expects NHWC RGB images (N, H, W, {IMAGE_CHANNELS}); got shape {tuple(shape)}.')
+    if shape[1] % factor or shape[2] % factor:
+      raise ValueError(
+          f'Image height and width must be divisible by {factor} (2**(len(filters)-1) for '
+          f'{self.num_levels} levels); got {shape[1]}x{shape[2]}. Resize or crop the images (config.image_size).')
+
+  def node_outputs(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Every submodule's output keyed by its path, in execution order: 'enc.i', 'up.i_j', 'dec.i_j', 'heads.k'."""
+    self.check_input(x.shape)
+    x = x.astype(self.dtype)
+    outputs = {}
+    grid = {}  # (i, j) -> X[i, j]
+    for i in range(self.num_levels):
+      x = self.enc[i](x)
+      grid[i, 0] = outputs[f'enc.{i}'] = x
+      # UNet++ order: once X[i, 0] exists, fill the anti-diagonal X[i-j, j].
+      for j in range(1, i + 1):
+        k, name = i - j, node_name(i - j, j)
+        upsampled = outputs[f'up.{name}'] = self.up[name](grid[k + 1, j - 1])
+        merged = jnp.concatenate([upsampled] + [grid[k, t] for t in range(j)], axis=-1)
+        grid[k, j] = outputs[f'dec.{name}'] = self.dec[name](merged)
+    for k, (head, j) in enumerate(zip(self.heads, self.head_columns)):
+      outputs[f'heads.{k}'] = head(grid[0, j])
+    return outputs
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    outputs = self.node_outputs(x)
+    return tuple(outputs[f'heads.{k}'] for k in range(len(self.heads)))
+
+  def head_kernel_sq_sum(self) -> jax.Array:
+    """Sum of squares of the heads' kernels: the original's l2(1e-4) penalty before its weight."""
+    return sum(jnp.sum(jnp.square(head.kernel[...].astype(jnp.float32))) for head in self.heads)
+
+
+def compute_dtype(name: str) -> Any:
+  if name not in COMPUTE_DTYPES:
+    raise ValueError(f'config.dtype={name!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}.')
+  return COMPUTE_DTYPES[name]
+
+
+def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ResUNetPP:
+  """Builds the network from config keys filters, num_classes, deep_supervision and dtype."""
+  return ResUNetPP(filters=tuple(config.filters), num_classes=config.num_classes,
+                   deep_supervision=config.deep_supervision, dtype=compute_dtype(config.dtype), rngs=rngs)

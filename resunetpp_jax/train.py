@@ -1,0 +1,193 @@
+"""`train_and_evaluate(config, workdir)`: the training loop the CLI and the tests run.
+
+Resumes automatically from the newest checkpoint in `workdir` (model, optimizer,
+plateau state and data position), evaluates once per epoch (or every
+`eval_every_steps`), keeps the last and the best checkpoints, and writes
+TensorBoard summaries and a progress bar on process 0.
+"""
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from resunetpp_jax import checkpointing
+from resunetpp_jax import compilation_cache
+from resunetpp_jax import config_validation
+from resunetpp_jax import metrics as metrics_lib
+from resunetpp_jax import monitoring
+from resunetpp_jax import optimizer as optimizer_lib
+from resunetpp_jax import plateau
+from resunetpp_jax import sharding
+from resunetpp_jax import steps
+from resunetpp_jax import train_state
+from resunetpp_jax import visualize
+from resunetpp_jax.data import pipeline
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def _host_sums(sums: dict[str, jax.Array]) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(sums).items()}
+
+
+def _train_scalars(sums: dict[str, float]) -> dict[str, float]:
+  n = sums['steps']
+  scalars = {'train/loss': sums['loss'] / n, 'train/l2_penalty': sums['l2_penalty'] / n}
+  scalars.update({f'train/{k}': v / n for k, v in sums.items() if k.startswith('loss_head')})
+  scalars.update({f'train/{k}': v for k, v in metrics_lib.summarize(sums).items()})
+  return scalars
+
+
+def _check_finite(sums: dict[str, float], step: int, workdir: str):
+  if not math.isfinite(sums['loss']):
+    raise NonFiniteLossError(
+        f'The training loss became {sums["loss"]} before step {step}. Training stopped; the last good '
+        f'checkpoint in {workdir}/checkpoints is kept. Lower config.learning_rate, use '
+        "config.dtype='float32', or check the data.")
+
+
+def _set_lr_scale(graphdef, state, value: float, mesh) -> nnx.State:
+  model, optimizer = nnx.merge(graphdef, state)
+  scale = optimizer_lib.plateau_scale(optimizer)
+  scale.value = jax.make_array_from_callback((), sharding.replicated(mesh),
+                                             lambda _: np.asarray(value, scale.value.dtype))
+  return nnx.state((model, optimizer))
+
+
+def evaluate(config, graphdef, state, eval_step, predict_step, mesh) -> tuple[dict[str, float], np.ndarray | None]:
+  """Validation metrics over the whole eval split, and a grid of its first images."""
+  sums, grid = None, None
+  iterator = pipeline.make_eval_iterator(config, config.eval_split, process_index=jax.process_index(),
+                                         process_count=jax.process_count())
+  for local_batch in iterator:
+    batch = sharding.global_batch(local_batch, mesh)
+    batch_sums = eval_step(state, batch)
+    sums = batch_sums if sums is None else jax.tree.map(jnp.add, sums, batch_sums)
+    if grid is None and config.num_eval_images_logged > 0:
+      probs = multihost_utils.process_allgather(predict_step(state, batch), tiled=True)
+      images = multihost_utils.process_allgather(batch['image'], tiled=True)
+      labels = multihost_utils.process_allgather(batch['mask'], tiled=True)
+      grid = visualize.comparison_grid(images, labels[..., 0] > 0, probs[..., 0] >= 0.5,
+                                       config.num_eval_images_logged)
+  host = _host_sums(sums)
+  scalars = {f'val/{k}': v for k, v in metrics_lib.summarize(host).items()}
+  scalars['val/loss'] = steps.dice_loss_from_sums(host)
+  return scalars, grid
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming if `workdir` holds checkpoints) and returns the last metrics."""
+  config_validation.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
+  workdir = os.path.abspath(workdir)
+  compilation_cache.enable(config.compilation_cache_dir)
+  checkpointing.save_config(workdir, config)
+  mesh = sharding.create_mesh()
+  is_chief = jax.process_index() == 0
+
+  # Process 0 prepares first, so hosts that share a data_dir never race to write it.
+  if is_chief:
+    pipeline.prepare_if_needed(config)
+  multihost_utils.sync_global_devices('dataset prepared')
+  if not is_chief:
+    pipeline.prepare_if_needed(config)
+  steps_per_epoch = pipeline.train_steps_per_epoch(config)
+  total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+  eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps
+  lr_schedule = optimizer_lib.learning_rate_schedule(config, total_steps)
+
+  graphdef, state = train_state.create_train_state(config, mesh, total_steps)
+  train_iter = pipeline.make_train_iterator(config, process_index=jax.process_index(),
+                                            process_count=jax.process_count())
+  checkpointer = checkpointing.Checkpointer(workdir, config)
+  restored = checkpointer.restore_latest(train_state.abstract_like(state), train_iter)
+  if restored is None:
+    step, loop = 0, plateau.PlateauState()
+  else:
+    step, state, loop_json = restored
+    loop = plateau.PlateauState.from_json(loop_json['plateau'])
+    logging.info('Resumed from step %d of %s.', step, checkpointer.directory)
+
+  writer = monitoring.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_chief)
+  if step == 0:
+    writer.write_config(config)
+  progress = monitoring.Progress(total_steps, step, steps_per_epoch, enabled=is_chief)
+
+  train_step = steps.jit_train_step(config, graphdef, mesh)
+  eval_step = steps.jit_eval_step(graphdef, mesh)
+  predict_step = steps.jit_predict_step(graphdef, mesh)
+  start = time.perf_counter()
+  compiled_train_step = train_step.lower(state, steps.batch_spec(config, mesh)).compile()
+  logging.info('Train step compiled (or loaded from the cache) in %.1f s.', time.perf_counter() - start)
+  writer.write_scalars(step, {'perf/train_step_compile_seconds': time.perf_counter() - start})
+
+  sums, last_scalars, stop = None, {}, False
+  tick, tick_step = time.perf_counter(), step
+  try:
+    while step < total_steps and not stop:
+      batch = sharding.global_batch(next(train_iter), mesh)
+      state, step_sums = compiled_train_step(state, batch)
+      sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
+      step += 1
+      is_eval = step % eval_every == 0 or step == total_steps
+      is_log = step % config.log_every_steps == 0 or is_eval
+      if is_log:
+        host = _host_sums(sums)
+        _check_finite(host, step, workdir)
+        elapsed = time.perf_counter() - tick
+        scalars = _train_scalars(host)
+        scalars['train/learning_rate'] = float(lr_schedule(step)) * loop.lr_scale
+        scalars['train/images_per_second'] = (step - tick_step) * config.batch_size / elapsed
+        scalars['train/step_time_ms'] = 1e3 * elapsed / (step - tick_step)
+        scalars['train/epoch'] = step / steps_per_epoch
+        writer.write_scalars(step, scalars)
+        progress.update(step, {'loss': scalars['train/loss'], 'dice': scalars['train/dice'],
+                               'images_per_second': scalars['train/images_per_second']})
+        last_scalars.update(scalars)
+        sums = None
+      eval_scalars = None
+      if is_eval:
+        eval_scalars, grid = evaluate(config, graphdef, state, eval_step, predict_step, mesh)
+        previous_lr_scale = loop.lr_scale
+        loop, stop = plateau.update(loop, eval_scalars['val/loss'], patience=config.plateau_patience,
+                                    factor=config.plateau_factor,
+                                    early_stop_patience=config.early_stop_patience)
+        if loop.lr_scale != previous_lr_scale:
+          logging.info('Validation loss has not improved for %d evaluations: learning rate x%g.',
+                       config.plateau_patience, loop.lr_scale)
+          state = _set_lr_scale(graphdef, state, loop.lr_scale, mesh)
+        eval_scalars.update({'val/best_loss': loop.best_loss, 'val/lr_scale': loop.lr_scale,
+                             'val/evals_since_best': loop.evals_since_best})
+        writer.write_scalars(step, eval_scalars)
+        logging.info('step %d validation: loss %.4f dice %.4f iou %.4f precision %.4f recall %.4f', step,
+                     eval_scalars['val/loss'], eval_scalars['val/dice'], eval_scalars['val/iou'],
+                     eval_scalars['val/precision'], eval_scalars['val/recall'])
+        if grid is not None:
+          writer.write_images(step, {'val/image_truth_prediction': grid})
+        last_scalars.update(eval_scalars)
+        if stop:
+          logging.info('Early stopping at step %d: no improvement in %d evaluations.', step,
+                       config.early_stop_patience)
+      if is_eval or step % config.checkpoint_every_steps == 0:
+        if not is_log:  # Never checkpoint a state that has gone non-finite.
+          _check_finite(_host_sums({'loss': sums['loss']}), step, workdir)
+        checkpointer.save(step, state, {'plateau': loop.to_json()}, train_iter,
+                          metrics={checkpointing.BEST_METRIC: eval_scalars['val/dice']} if eval_scalars else None)
+      if is_log:
+        tick, tick_step = time.perf_counter(), step
+  finally:
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    progress.close()
+    writer.close()
+  last_scalars['step'] = step
+  return last_scalars

@@ -1,0 +1,282 @@
+"""The network's layers against NumPy computations of SPEC.md's formulas, and the model's shape contract.
+
+Modules are built with `nnx.eval_shape` and given NumPy weights, which skips Flax's per-shape compiled random
+initialisation (slow on CPU) and fixes every value the NumPy reference uses.
+"""
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from resunetpp_jax.models import create_model
+from resunetpp_jax.models import layers
+from resunetpp_jax.models import ResUNetPP
+
+TINY_FILTERS = (4, 8, 16, 32, 64)
+EPSILON = 1e-3
+
+
+def variables_of(module):
+  return {'.'.join(map(str, path)): node for path, node in nnx.iter_graph(module)
+          if isinstance(node, (nnx.Param, nnx.BatchStat))}
+
+
+def with_random_weights(make_module, seed=0):
+  """`make_module()` built abstractly, then every array drawn from NumPy (variances positive)."""
+  module = nnx.eval_shape(make_module)
+  rng = np.random.default_rng(seed)
+  for path, variable in variables_of(module).items():
+    if path.endswith('.var') or path == 'var':
+      value = rng.uniform(0.5, 1.5, variable.shape)
+    else:
+      value = rng.normal(0.0, 0.5, variable.shape)
+    variable.set_value(jnp.asarray(value, variable.dtype))
+  return module
+
+
+def weights_of(module):
+  return {path: np.asarray(variable[...], np.float64) for path, variable in variables_of(module).items()}
+
+
+def run_eval(module, *args):
+  module.eval()
+  return np.asarray(nnx.jit(lambda m, *a: m(*a))(module, *args), np.float64)
+
+
+# --- NumPy references -------------------------------------------------------------------------------------------
+
+
+def np_conv_same(x, kernel, bias=None, stride=1):
+  """TensorFlow 'SAME' convolution of NHWC by HWIO: total padding split with the extra pixel at bottom/right."""
+  kh, kw = kernel.shape[:2]
+  _, h, w, _ = x.shape
+  oh, ow = -(-h // stride), -(-w // stride)
+  pad_h, pad_w = max((oh - 1) * stride + kh - h, 0), max((ow - 1) * stride + kw - w, 0)
+  x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  out = np.zeros((x.shape[0], oh, ow, kernel.shape[-1]))
+  for dy in range(kh):
+    for dx in range(kw):
+      out += x[:, dy:dy + (oh - 1) * stride + 1:stride, dx:dx + (ow - 1) * stride + 1:stride] @ kernel[dy, dx]
+  return out if bias is None else out + bias
+
+
+def np_bn(x, w, prefix):
+  return (x - w[f'{prefix}.mean']) / np.sqrt(w[f'{prefix}.var'] + EPSILON) * w[f'{prefix}.scale'] + w[f'{prefix}.bias']
+
+
+def np_sigmoid(x):
+  return 1 / (1 + np.exp(-x))
+
+
+def np_relu(x):
+  return np.maximum(x, 0)
+
+
+def np_channel_attention(y, w, prefix):
+  mlp = lambda v, name: np_relu(v @ w[f'{prefix}{name}.reduce.kernel']) @ w[f'{prefix}{name}.expand.kernel']
+  gate = mlp(y.mean(axis=(1, 2)), 'avg_mlp') + mlp(y.max(axis=(1, 2)), 'max_mlp')
+  return y * np_sigmoid(gate)[:, None, None, :]
+
+
+def np_spatial_attention(y, w, prefix):
+  pooled = np.concatenate([y.mean(axis=-1, keepdims=True), y.max(axis=-1, keepdims=True)], axis=-1)
+  return y * np_sigmoid(np_bn(np_conv_same(pooled, w[f'{prefix}conv.kernel']), w, f'{prefix}bn'))
+
+
+def np_pre_activation_unit(x, w, prefix, stride):
+  y = np_conv_same(np_relu(np_bn(x, w, f'{prefix}bn1')), w[f'{prefix}conv1.kernel'], w[f'{prefix}conv1.bias'], stride)
+  return np_conv_same(np_relu(np_bn(y, w, f'{prefix}bn2')), w[f'{prefix}conv2.kernel'], w[f'{prefix}conv2.bias'])
+
+
+def random_input(shape, seed=1):
+  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+# --- Layers -----------------------------------------------------------------------------------------------------
+
+
+def test_upsample_nearest_2x_repeats_each_pixel():
+  x = random_input((2, 3, 5, 4))
+  expected = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+  np.testing.assert_array_equal(np.asarray(layers.upsample_nearest_2x(jnp.asarray(x))), expected)
+
+
+def test_stride_2_same_convolution_pads_bottom_right_only():
+  conv = nnx.eval_shape(lambda: layers.conv(1, 1, 3, strides=2, dtype=jnp.float32, rngs=nnx.Rngs(0)))
+  conv.kernel.set_value(jnp.ones((3, 3, 1, 1)))
+  conv.bias.set_value(jnp.zeros((1,)))
+  x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+  out = np.asarray(conv(jnp.asarray(x)))[0, :, :, 0]
+  image = x[0, :, :, 0]
+  # TF 'SAME': 4 -> 2 outputs needs 1 padded pixel, placed after the image (PyTorch padding=1 puts one before).
+  expected = [[image[0:3, 0:3].sum(), image[0:3, 2:4].sum()],
+              [image[2:4, 0:3].sum(), image[2:4, 2:4].sum()]]
+  np.testing.assert_array_equal(out, expected)
+
+
+def test_channel_attention_matches_numpy():
+  attention = with_random_weights(lambda: layers.ChannelAttention(32, rngs=nnx.Rngs(0)))
+  assert attention.avg_mlp.reduce.kernel.shape == (32, 2)  # 32 // 16 hidden units, no bias
+  assert attention.avg_mlp.reduce.bias is None and attention.max_mlp.expand.bias is None
+  y = random_input((2, 3, 5, 32))
+  expected = np_channel_attention(y.astype(np.float64), weights_of(attention), '')
+  np.testing.assert_allclose(run_eval(attention, y), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channel_attention_keeps_one_hidden_unit_below_ratio():
+  attention = nnx.eval_shape(lambda: layers.ChannelAttention(4, rngs=nnx.Rngs(0)))
+  assert attention.max_mlp.reduce.kernel.shape == (4, 1)
+
+
+def test_spatial_attention_matches_numpy():
+  attention = with_random_weights(lambda: layers.SpatialAttention(rngs=nnx.Rngs(0)))
+  y = random_input((2, 9, 10, 6))
+  expected = np_spatial_attention(y.astype(np.float64), weights_of(attention), '')
+  np.testing.assert_allclose(run_eval(attention, y), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pre_activation_unit_matches_numpy():
+  unit = with_random_weights(lambda: layers.PreActivationUnit(3, 5, rngs=nnx.Rngs(0)))
+  x = random_input((2, 6, 7, 3))
+  expected = np_pre_activation_unit(x.astype(np.float64), weights_of(unit), '', 1)
+  np.testing.assert_allclose(run_eval(unit, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_cbam_block_matches_numpy():
+  block = with_random_weights(lambda: layers.CbamResidualBlock(6, 16, strides=2, rngs=nnx.Rngs(0)))
+  x = random_input((2, 8, 6, 6)).astype(np.float64)
+  w = weights_of(block)
+  y = np_pre_activation_unit(x, w, 'unit.', 2)
+  y = np_spatial_attention(np_channel_attention(y, w, 'ca.'), w, 'sa.')
+  expected = y + np_bn(np_conv_same(x, w['short_conv.kernel'], w['short_conv.bias'], 2), w, 'short_bn')
+  out = run_eval(block, x.astype(np.float32))
+  assert out.shape == (2, 4, 3, 16)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_up_conv_matches_numpy():
+  up = with_random_weights(lambda: layers.UpConv(6, 3, rngs=nnx.Rngs(0)))
+  x = random_input((2, 3, 4, 6))
+  w = weights_of(up)
+  upsampled = np.repeat(np.repeat(x.astype(np.float64), 2, axis=1), 2, axis=2)
+  expected = np_relu(np_conv_same(upsampled, w['conv.kernel'], w['conv.bias']))
+  np.testing.assert_allclose(run_eval(up, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_has_keras_momentum_and_epsilon():
+  norm = with_random_weights(lambda: layers.batch_norm(3, jnp.float32, nnx.Rngs(0)))
+  before = weights_of(norm)
+  x = random_input((4, 5, 6, 3)).astype(np.float64)
+  norm.train()
+  out = np.asarray(nnx.jit(lambda m, x: m(x))(norm, x.astype(np.float32)))
+  mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+  expected = (x - mean) / np.sqrt(var + EPSILON) * before['scale'] + before['bias']
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+  after = weights_of(norm)
+  np.testing.assert_allclose(after['mean'], 0.99 * before['mean'] + 0.01 * mean, rtol=1e-5)
+  np.testing.assert_allclose(after['var'], 0.99 * before['var'] + 0.01 * var, rtol=1e-5)
+
+
+# --- The model's contract ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+  return nnx.eval_shape(lambda: ResUNetPP(TINY_FILTERS, rngs=nnx.Rngs(0)))
+
+
+def abstract_logits(model, shape):
+  return nnx.eval_shape(lambda m, x: m(x), model, jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+@pytest.mark.parametrize('filters', [(4, 8), (4, 8, 16, 32)])
+@pytest.mark.parametrize('deep_supervision', [True, False])
+def test_one_full_size_logits_map_per_head(filters, deep_supervision):
+  model = nnx.eval_shape(lambda: ResUNetPP(filters, num_classes=2, deep_supervision=deep_supervision,
+                                           rngs=nnx.Rngs(0)))
+  logits = abstract_logits(model, (3, 32, 48, 3))
+  assert isinstance(logits, tuple)
+  assert len(logits) == (len(filters) - 1 if deep_supervision else 1)
+  assert all(z.shape == (3, 32, 48, 2) and z.dtype == jnp.float32 for z in logits)
+
+
+def test_without_deep_supervision_the_decoder_is_complete_and_the_last_head_kept():
+  model = nnx.eval_shape(lambda: ResUNetPP((4, 8, 16, 32), deep_supervision=False, rngs=nnx.Rngs(0)))
+  assert sorted(model.dec) == ['0_1', '0_2', '0_3', '1_1', '1_2', '2_1']
+  assert sorted(model.up) == sorted(model.dec)
+  assert model.head_columns == (3,) and len(model.heads) == 1
+
+
+def test_decoder_nodes_take_every_earlier_node_of_their_row(tiny_model):
+  model = tiny_model
+  # X[1,2] sees Up(X[2,1]), X[1,0], X[1,1]: 3 x f1 input channels; X[0,4] sees 5 x f0. (The concatenation
+  # order, upsampled first, is pinned by the reference parity test.)
+  assert model.dec['1_2'].unit.bn1.scale.shape == (3 * 8,)
+  assert model.dec['0_4'].unit.conv1.kernel.shape == (3, 3, 5 * 4, 4)
+  assert model.up['1_2'].conv.kernel.shape == (3, 3, 16, 8)
+
+
+@pytest.mark.parametrize('height, width', [(32, 40), (24, 48)])
+def test_rejects_size_not_divisible_by_16(tiny_model, height, width):
+  with pytest.raises(ValueError, match=f'divisible by 16.*{height}x{width}'):
+    abstract_logits(tiny_model, (1, height, width, 3))
+
+
+def test_rejects_non_rgb_input_and_single_level():
+  model = nnx.eval_shape(lambda: ResUNetPP((4, 8), rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError, match='RGB'):
+    abstract_logits(model, (1, 16, 16, 1))
+  with pytest.raises(ValueError, match='at least 2 levels'):
+    ResUNetPP((4,), rngs=nnx.Rngs(0))
+
+
+def test_parameter_counts_at_default_filters():
+  model = nnx.eval_shape(lambda: ResUNetPP(rngs=nnx.Rngs(0)))
+  count = lambda state: sum(leaf.size for leaf in jax.tree.leaves(state))
+  assert count(nnx.state(model, nnx.Param)) == 10_759_430
+  assert count(nnx.state(model, nnx.BatchStat)) == 12_644
+
+
+def test_head_kernel_sq_sum():
+  model = with_random_weights(lambda: ResUNetPP((4, 8, 16), rngs=nnx.Rngs(0)))
+  expected = sum(np.sum(np.asarray(head.kernel[...], np.float64) ** 2) for head in model.heads)
+  value = model.head_kernel_sq_sum()
+  assert value.dtype == jnp.float32 and value.shape == ()
+  np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+
+
+def test_bfloat16_block_computes_in_bfloat16_close_to_float32():
+  float32 = with_random_weights(lambda: layers.CbamResidualBlock(3, 16, strides=2, rngs=nnx.Rngs(0)))
+  bfloat16 = nnx.eval_shape(lambda: layers.CbamResidualBlock(3, 16, strides=2, dtype=jnp.bfloat16,
+                                                             rngs=nnx.Rngs(0)))
+  nnx.update(bfloat16, nnx.state(float32))
+  x = random_input((2, 8, 8, 3))
+  bfloat16.eval()
+  exact, low = run_eval(float32, x), nnx.jit(lambda m, x: m(x))(bfloat16, x)
+  assert low.dtype == jnp.bfloat16
+  error = np.max(np.abs(np.asarray(low, np.float64) - exact))
+  assert 0 < error < 0.05 * np.max(np.abs(exact))
+
+
+def test_bfloat16_model_keeps_float32_params_and_returns_float32_logits():
+  model = with_random_weights(lambda: ResUNetPP((4, 8), dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+  assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(nnx.state(model)))
+  image = random_input((2, 8, 8, 3))
+  outputs = nnx.eval_shape(lambda m, x: m.node_outputs(x), model, jax.ShapeDtypeStruct(image.shape, jnp.float32))
+  assert all(v.dtype == (jnp.float32 if name.startswith('heads.') else jnp.bfloat16) for name, v in outputs.items())
+  (logits,) = nnx.jit(lambda m, x: m(x))(model, image)
+  assert logits.dtype == jnp.float32 and logits.shape == (2, 8, 8, 1)
+  assert np.all(np.isfinite(np.asarray(logits))) and np.ptp(np.asarray(logits)) > 0
+
+
+def test_create_model_reads_config():
+  config = ml_collections.ConfigDict(dict(filters=(4, 8, 16), num_classes=3, deep_supervision=False,
+                                          dtype='bfloat16'))
+  model = nnx.eval_shape(lambda: create_model(config, nnx.Rngs(0)))
+  assert model.filters == (4, 8, 16) and model.dtype == jnp.bfloat16
+  assert len(model.heads) == 1 and model.heads[0].kernel.shape == (1, 1, 4, 3)
+  config.dtype = 'float16'
+  with pytest.raises(ValueError, match="config.dtype='float16'"):
+    create_model(config, nnx.Rngs(0))

@@ -1,0 +1,217 @@
+"""inference.Predictor and the predict command on a trained run and on real files."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import tifffile
+
+from resunetpp_jax import inference
+from resunetpp_jax import predict
+from resunetpp_jax import visualize
+from resunetpp_jax.data import augment
+from resunetpp_jax.data import image_io
+from test_evaluate import REPO_DIR
+from test_evaluate import TRAIN_STEPS
+from test_evaluate import trained_workdir  # pylint: disable=unused-import
+
+MODEL_SIZE = (32, 32)
+
+
+@pytest.fixture(scope='module')
+def predictor(trained_workdir) -> inference.Predictor:  # pylint: disable=redefined-outer-name
+  """Batches of 2, so that a few images span several padded device calls."""
+  return inference.Predictor.from_workdir(trained_workdir, batch_size=2)
+
+
+def _random_image(height: int, width: int, seed: int) -> np.ndarray:
+  """Smooth random colours: a real resize differs from nearest neighbour."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(0, 255, (4, 4, 3)).astype(np.float32)
+  image = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize(
+      (width, height), Image.BILINEAR))
+  return np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(
+      np.uint8)
+
+
+def _read_png(path) -> np.ndarray:
+  with Image.open(path) as image:
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize('size', [(100, 90), (20, 24), (20, 100), MODEL_SIZE])
+def test_resize_image_matches_the_training_pipeline(size):
+  image = _random_image(*size, seed=0)
+  expected, _ = augment.resize_pair(image, np.zeros(size, np.uint8),
+                                    MODEL_SIZE)
+  np.testing.assert_array_equal(inference.resize_image(image, MODEL_SIZE),
+                                expected)
+
+
+def test_from_workdir_restores_the_best_checkpoint(predictor):
+  assert predictor.step == TRAIN_STEPS
+  assert tuple(predictor.config.image_size) == MODEL_SIZE
+
+
+def test_predictions_come_back_at_each_original_size(predictor):
+  sizes = [(128, 160), MODEL_SIZE, (40, 20), (70, 90), (33, 47)]
+  images = [_random_image(*size, seed=k) for k, size in enumerate(sizes)]
+  batched = predictor.predict_proba(images)
+  assert [p.shape for p in batched] == sizes
+  for image, probabilities in zip(images, batched):
+    assert probabilities.dtype == np.float32
+    assert 0.0 <= probabilities.min() and probabilities.max() <= 1.0
+    # Alone or in a padded batch: the same numbers (BatchNorm in eval mode).
+    np.testing.assert_allclose(predictor.predict_proba(image), probabilities,
+                               atol=1e-6)
+  stacked = predictor.predict_proba(np.stack([images[0]] * 3))
+  assert stacked.shape == (3, 128, 160)
+  np.testing.assert_allclose(stacked[2], batched[0], atol=1e-6)
+
+
+def test_probabilities_are_resized_back_before_thresholding(predictor):
+  image = _random_image(96, 80, seed=1)
+  at_model_size = predictor.predict_proba(
+      inference.resize_image(image, MODEL_SIZE))
+  expected = inference.resize_probabilities(at_model_size, (96, 80))
+  probabilities = predictor.predict_proba(image)
+  np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+  np.testing.assert_array_equal(predictor.predict_mask(image),
+                                probabilities >= 0.5)
+  assert predictor.predict_mask([image])[0].dtype == bool
+
+
+def test_tta_averages_the_flipped_predictions(predictor):
+  image = _random_image(*MODEL_SIZE, seed=2)
+  plain = predictor.predict_proba(image)
+  left_right = predictor.predict_proba(image[:, ::-1].copy())[:, ::-1]
+  upside_down = predictor.predict_proba(image[::-1].copy())[::-1]
+  np.testing.assert_allclose(predictor.predict_proba(image, tta=True),
+                             (plain + left_right + upside_down) / 3, atol=1e-6)
+
+
+def test_predict_proba_rejects_images_that_are_not_rgb_uint8(predictor):
+  with pytest.raises(ValueError, match=r'Image 1 must be RGB uint8'):
+    predictor.predict_proba([np.zeros((8, 8, 3), np.uint8),
+                             np.zeros((8, 8), np.uint8)])
+
+
+def test_parse_checkpoint():
+  assert inference.parse_checkpoint('best') == 'best'
+  assert inference.parse_checkpoint('latest') == 'latest'
+  assert inference.parse_checkpoint('1200') == 1200
+  with pytest.raises(ValueError, match="'last': expected best, latest or a"):
+    inference.parse_checkpoint('last')
+
+
+def test_list_inputs_takes_a_file_or_a_folder_of_images(tmp_path):
+  for name in ('b.JPG', 'a.png', 'c.tiff', 'notes.txt'):
+    (tmp_path / name).write_bytes(b'')
+  (tmp_path / 'sub.png').mkdir()
+  assert predict.list_inputs(os.fspath(tmp_path)) == [
+      os.fspath(tmp_path / name) for name in ('a.png', 'b.JPG', 'c.tiff')]
+  assert predict.list_inputs(os.fspath(tmp_path / 'notes.txt')) == [
+      os.fspath(tmp_path / 'notes.txt')]
+  with pytest.raises(FileNotFoundError, match='neither a file nor a folder'):
+    predict.list_inputs(os.fspath(tmp_path / 'missing'))
+  with pytest.raises(FileNotFoundError, match='holds no image file'):
+    predict.list_inputs(os.fspath(tmp_path / 'sub.png'))
+
+
+def test_output_stems_keep_the_extension_only_where_stems_clash():
+  assert predict.output_stems(['x/1.png', 'y/1.tif', 'x/2.jpg']) == {
+      'x/1.png': '1.png', 'y/1.tif': '1.tif', 'x/2.jpg': '2'}
+
+
+@pytest.fixture
+def input_folder(tmp_path):
+  """A PNG, a JPEG sharing its stem, an RGB TIFF, a corrupt JPEG, a text file."""
+  folder = tmp_path / 'inputs'
+  folder.mkdir()
+  Image.fromarray(_random_image(40, 50, seed=3)).save(folder / 'a.png')
+  Image.fromarray(_random_image(60, 30, seed=4)).save(folder / 'a.jpg')
+  tifffile.imwrite(folder / 'c.tif', _random_image(45, 35, seed=5),
+                   photometric='rgb')
+  (folder / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a JPEG')
+  (folder / 'notes.txt').write_text('not an image')
+  return folder
+
+
+def test_predict_files_writes_masks_and_reports_unreadable_files(
+    predictor, input_folder, tmp_path):
+  output = tmp_path / 'masks'
+  paths = predict.list_inputs(os.fspath(input_folder))
+  failures = predict.predict_files(predictor, paths, os.fspath(output),
+                                   save_probabilities=True, save_overlay=True)
+  broken = os.fspath(input_folder / 'broken.jpg')
+  assert list(failures) == [broken]
+  assert failures[broken].startswith(broken)
+  assert sorted(os.listdir(output)) == sorted(
+      f'{stem}{suffix}.png' for stem in ('a.jpg', 'a.png', 'c')
+      for suffix in ('', '_probability', '_overlay'))
+  for source, stem in (('a.png', 'a.png'), ('a.jpg', 'a.jpg'), ('c.tif', 'c')):
+    image = image_io.read_image(input_folder / source)
+    probabilities = predictor.predict_proba(image)
+    mask = _read_png(output / f'{stem}.png')
+    assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+    np.testing.assert_array_equal(mask, (probabilities >= 0.5) * 255)
+    np.testing.assert_array_equal(_read_png(output / f'{stem}_probability.png'),
+                                  np.round(probabilities * 255))
+    np.testing.assert_array_equal(_read_png(output / f'{stem}_overlay.png'),
+                                  visualize.overlay(image, mask > 0))
+
+
+def _run_predict(*flags):
+  return subprocess.run(
+      [sys.executable, '-m', 'resunetpp_jax.predict', *flags], cwd=REPO_DIR,
+      capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_predict_command_line_processes_the_rest_and_fails_at_the_end(
+    trained_workdir, input_folder, tmp_path):  # pylint: disable=redefined-outer-name
+  output = tmp_path / 'masks'
+  completed = _run_predict(
+      f'--workdir={trained_workdir}', f'--input={input_folder}',
+      f'--output={output}', f'--checkpoint={TRAIN_STEPS}', '--tta')
+  assert completed.returncode == 1
+  assert '3 of 4 images segmented' in completed.stdout
+  assert os.fspath(input_folder / 'broken.jpg') in completed.stderr
+  assert sorted(os.listdir(output)) == ['a.jpg.png', 'a.png.png', 'c.png']
+  assert _read_png(output / 'c.png').shape == (45, 35)
+
+
+def test_predict_command_line_refuses_to_write_into_the_input_folder(
+    input_folder, tmp_path):
+  completed = _run_predict(f'--workdir={tmp_path}', f'--input={input_folder}',
+                           f'--output={input_folder}')
+  assert completed.returncode != 0
+  assert 'is the input folder' in completed.stderr
+
+
+def test_predict_on_real_kvasir_jpegs_and_a_clinicdb_tiff(
+    predictor, shared_dir, tmp_path):
+  kvasir = shared_dir / 'data' / 'Kvasir-SEG' / 'images'
+  clinicdb_tiff = shared_dir / 'data' / 'CVC-ClinicDB-tif' / 'Original' / '1.tif'
+  if not kvasir.is_dir() or not clinicdb_tiff.is_file():
+    pytest.skip(f'{kvasir} or {clinicdb_tiff} is absent.')
+  paths = predict.list_inputs(os.fspath(kvasir))[:3] + [
+      os.fspath(clinicdb_tiff)]
+  output = tmp_path / 'masks'
+  assert predict.predict_files(predictor, paths, os.fspath(output),
+                               save_overlay=True) == {}
+  for path in paths[:3]:
+    with Image.open(path) as image:
+      width, height = image.size
+    stem = os.path.splitext(os.path.basename(path))[0]
+    assert _read_png(output / f'{stem}.png').shape == (height, width)
+  # The TIFF was read in colour (OpenCV would give gray, Pillow refuses it):
+  # outside the mask its overlay is the RGB image itself.
+  rgb = tifffile.imread(clinicdb_tiff)
+  assert rgb.shape == (288, 384, 3) and not np.array_equal(rgb[..., 0],
+                                                           rgb[..., 1])
+  mask = _read_png(output / '1.png') > 0
+  assert mask.shape == (288, 384)
+  overlay = _read_png(output / '1_overlay.png')
+  np.testing.assert_array_equal(overlay[~mask], rgb[~mask])
