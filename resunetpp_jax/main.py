@@ -7,6 +7,7 @@ process per host with the same flags plus `--coordinator_address=HOST:PORT
 cluster itself, e.g. under SLURM or Open MPI).
 """
 import logging as python_logging
+import sys
 
 import jax
 from absl import app
@@ -14,6 +15,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from resunetpp_jax import config_validation
 from resunetpp_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and the config go.',
@@ -45,6 +47,14 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with ml_collections' unknown-key error turned into a one-line message."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as error:
+    sys.exit(f'Error in the command line: {error}\nEvery config key is listed in README.md, "Configuration".')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -52,9 +62,12 @@ def main(argv):
   initialize_distributed()
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  except config_validation.ConfigError as error:
+    sys.exit(f'Configuration error: {error}')
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

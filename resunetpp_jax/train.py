@@ -119,7 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   writer = monitoring.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_chief)
   if step == 0:
-    writer.write_config(config)
+    writer.write_config(config, metric_tags=('val/dice', 'val/loss'))
   progress = monitoring.Progress(total_steps, step, steps_per_epoch, enabled=is_chief)
 
   train_step = steps.jit_train_step(config, graphdef, mesh)

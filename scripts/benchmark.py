@@ -21,6 +21,8 @@ import time
 _PROCESS_START = time.perf_counter()  # Before the heavy imports: time to first step includes them.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import collections
+import glob
 import gzip
 import json
 import os
@@ -37,6 +39,8 @@ from resunetpp_jax import default_config
 from resunetpp_jax import sharding
 from resunetpp_jax import steps
 from resunetpp_jax import train_state
+
+_PROFILED_STEPS = 3
 
 _BATCHES = flags.DEFINE_list('batches', ['8', '32'], 'Global batch sizes.')
 _DTYPES = flags.DEFINE_list('dtypes', ['bfloat16', 'float32'], 'Compute dtypes (config.dtype).')
@@ -132,6 +136,50 @@ def _summary(times: list[float], batch_size: int) -> dict[str, float]:
           'step_ms_max': 1e3 * max(times), 'img_per_s': batch_size / median}
 
 
+def _category(kernel: str, hlo_op: str) -> str:
+  """A coarse bucket for a device kernel: convolutions (cuDNN), matrix products, or XLA's own fusions."""
+  name = f'{kernel} {hlo_op}'.lower()
+  if any(k in name for k in ('conv', 'cudnn', 'fprop', 'dgrad', 'wgrad', 'xmma')):
+    return 'convolution'
+  if any(k in name for k in ('gemm', 'cublas', 'cutlass', 'dot')):
+    return 'matmul'
+  if 'reduce' in name:
+    return 'reduction fusion'
+  if any(k in name for k in ('copy', 'transpose', 'memcpy', 'memset')):
+    return 'copy/transpose'
+  return 'elementwise fusion' if 'fusion' in name else 'other'
+
+
+def _kernel_summary(profile_dir: str, num_steps: int) -> dict:
+  """Device time per step by kernel and by category, read back from the jax.profiler trace just written."""
+  paths = sorted(glob.glob(os.path.join(profile_dir, '**', '*.xplane.pb'), recursive=True), key=os.path.getmtime)
+  if not paths:
+    return {'error': f'no .xplane.pb under {profile_dir}'}
+  totals = collections.defaultdict(lambda: [0, 0.0])  # (kernel, hlo op) -> [launches, seconds]
+  for plane in jax.profiler.ProfileData.from_file(paths[-1]).planes:
+    if not plane.name.startswith('/device:'):
+      continue
+    for line in plane.lines:
+      if line.name.startswith('XLA'):  # 'XLA Ops' / 'XLA Modules' repeat the kernels' time.
+        continue
+      for event in line.events:
+        stats = dict(event.stats)
+        entry = totals[(event.name, str(stats.get('hlo_op', '')))]
+        entry[0] += 1
+        entry[1] += event.duration_ns * 1e-9
+  by_category = collections.Counter()
+  for (kernel, hlo_op), (_, seconds) in totals.items():
+    by_category[_category(kernel, hlo_op)] += 1e3 * seconds / num_steps
+  top = sorted(totals.items(), key=lambda item: -item[1][1])[:60]
+  return {
+      'device_ms_per_step': sum(by_category.values()),
+      'ms_per_step_by_category': dict(by_category.most_common()),
+      'top_kernels': [{'kernel': kernel[:160], 'hlo_op': hlo_op, 'launches_per_step': launches / num_steps,
+                       'ms_per_step': 1e3 * seconds / num_steps}
+                      for (kernel, hlo_op), (launches, seconds) in top],
+  }
+
+
 def _write_hlo(compiled, name: str):
   os.makedirs(_HLO_DIR.value, exist_ok=True)
   with gzip.open(os.path.join(_HLO_DIR.value, f'{name}.hlo.txt.gz'), 'wt') as f:
@@ -171,8 +219,9 @@ def measure_train(config, mesh, is_first: bool) -> dict:
   record['last_loss'] = float(sums['loss'])
   if _PROFILE_DIR.value and is_first:
     jax.profiler.start_trace(_PROFILE_DIR.value)
-    _time_steps(run_step, 3)
+    _time_steps(run_step, _PROFILED_STEPS)
     jax.profiler.stop_trace()
+    record['kernel_summary'] = _kernel_summary(_PROFILE_DIR.value, _PROFILED_STEPS)
   record['peak_gib_so_far'] = _peak_memory_gib()
   return record
 
@@ -209,6 +258,20 @@ def _table(records: list[dict]) -> str:
   return '\n'.join(rows)
 
 
+def _print_kernel_summary(record: dict):
+  summary = record['kernel_summary']
+  if 'error' in summary:
+    print(f'profile: {summary["error"]}')
+    return
+  print(f'Device time per train step ({record["dtype"]}, batch {record["batch"]}): '
+        f'{summary["device_ms_per_step"]:.1f} ms')
+  for category, ms in summary['ms_per_step_by_category'].items():
+    print(f'  {category:<20}{ms:>8.2f} ms')
+  for kernel in summary['top_kernels'][:15]:
+    print(f'  {kernel["ms_per_step"]:>7.2f} ms {kernel["launches_per_step"]:>5.0f}x {kernel["hlo_op"][:30]:<30} '
+          f'{kernel["kernel"][:70]}')
+
+
 def main(argv):
   del argv
   compilation_cache.enable(_CACHE_DIR.value)
@@ -228,6 +291,9 @@ def main(argv):
         record = dict(base, step='eval', **measure_eval(config, mesh))
         _emit(record)
         records.append(record)
+  for record in records:
+    if 'kernel_summary' in record:
+      _print_kernel_summary(record)
   print(f'{common["device"]}, {_HW.value}, median of {_STEPS.value} synchronised steps')
   print(_table(records))
 

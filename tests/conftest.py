@@ -47,3 +47,25 @@ def tiny_synthetic_config(data_dir, cache_dir):
 @pytest.fixture
 def tiny_config(synthetic_data_dir, session_cache_dir):
   return tiny_synthetic_config(synthetic_data_dir, session_cache_dir)
+
+
+TRAINED_STEPS = 4
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(synthetic_data_dir, session_cache_dir, tmp_path_factory) -> str:
+  """A workdir trained for TRAINED_STEPS steps on the synthetic data, made once per session.
+
+  Its config.json names the session's compilation cache, so the evaluate and predict
+  programs that tests start reuse what this process compiled.
+  """
+  from resunetpp_jax import train  # pylint: disable=import-outside-toplevel
+  config = tiny_synthetic_config(synthetic_data_dir, session_cache_dir)
+  config.augment = 'none'
+  config.num_train_steps = TRAINED_STEPS
+  config.eval_every_steps = TRAINED_STEPS
+  config.checkpoint_every_steps = TRAINED_STEPS
+  config.num_eval_images_logged = 2
+  workdir = tmp_path_factory.mktemp('trained_workdir')
+  train.train_and_evaluate(config, str(workdir))
+  return str(workdir)

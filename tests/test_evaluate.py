@@ -4,7 +4,6 @@
 model) is shared with test_predict.py through a folder of the session's
 temporary directory, so the session trains once.
 """
-import importlib.util
 import itertools
 import json
 import os
@@ -218,49 +217,8 @@ def test_comparison_grid_stacks_rows_of_any_width():
 
 # --- On a trained run --------------------------------------------------------
 
-REPO_DIR = pathlib.Path(__file__).resolve().parent.parent
-TRAIN_STEPS = 4
-
-
-def tiny_synthetic_config() -> ml_collections.ConfigDict:
-  """configs/synthetic.py shrunk to seconds: 32x32 images, filters 4..64."""
-  spec = importlib.util.spec_from_file_location(
-      'synthetic_config', REPO_DIR / 'configs' / 'synthetic.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.image_size = (32, 32)
-  config.filters = (4, 8, 16, 32, 64)
-  config.augment = 'none'
-  config.batch_size = 8
-  config.num_train_steps = TRAIN_STEPS
-  config.log_every_steps = 2
-  config.eval_every_steps = TRAIN_STEPS
-  config.checkpoint_every_steps = TRAIN_STEPS
-  config.num_eval_images_logged = 2
-  return config
-
-
-@pytest.fixture(scope='session')
-def trained_workdir(tmp_path_factory) -> str:
-  """A workdir trained for TRAIN_STEPS steps; made once per session.
-
-  test_predict.py imports this fixture; pytest then holds one copy per module,
-  so the finished workdir is found on disk by name instead of trained twice.
-  """
-  from resunetpp_jax import train  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.getbasetemp() / 'trained_workdir'
-  finished = workdir / 'TRAINED'
-  if not finished.exists():
-    config = tiny_synthetic_config()
-    config.data_dir = os.fspath(tmp_path_factory.getbasetemp() / 'tfds')
-    # Saved in the workdir's config: the evaluate and predict programs the
-    # tests start reuse what this process compiled.
-    config.compilation_cache_dir = os.fspath(
-        tmp_path_factory.getbasetemp() / 'xla_cache')
-    train.train_and_evaluate(config, os.fspath(workdir))
-    finished.touch()
-  return os.fspath(workdir)
+from conftest import REPO_DIR  # pylint: disable=g-bad-import-order
+from conftest import TRAINED_STEPS as TRAIN_STEPS
 
 
 def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):

@@ -97,12 +97,6 @@ def random_input(shape, seed=1):
 # --- Layers -----------------------------------------------------------------------------------------------------
 
 
-def test_upsample_nearest_2x_repeats_each_pixel():
-  x = random_input((2, 3, 5, 4))
-  expected = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
-  np.testing.assert_array_equal(np.asarray(layers.upsample_nearest_2x(jnp.asarray(x))), expected)
-
-
 def test_stride_2_same_convolution_pads_bottom_right_only():
   conv = nnx.eval_shape(lambda: layers.conv(1, 1, 3, strides=2, dtype=jnp.float32, rngs=nnx.Rngs(0)))
   conv.kernel.set_value(jnp.ones((3, 3, 1, 1)))

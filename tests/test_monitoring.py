@@ -23,8 +23,7 @@ from PIL import Image
 import pytest
 
 from resunetpp_jax import monitoring
-from test_evaluate import TRAIN_STEPS
-from test_evaluate import trained_workdir  # pylint: disable=unused-import
+from conftest import TRAINED_STEPS as TRAIN_STEPS
 
 _START_TIMEOUT_S = 60
 _DATA_TIMEOUT_S = 60

@@ -13,9 +13,8 @@ from resunetpp_jax import predict
 from resunetpp_jax import visualize
 from resunetpp_jax.data import augment
 from resunetpp_jax.data import image_io
-from test_evaluate import REPO_DIR
-from test_evaluate import TRAIN_STEPS
-from test_evaluate import trained_workdir  # pylint: disable=unused-import
+from conftest import REPO_DIR
+from conftest import TRAINED_STEPS as TRAIN_STEPS
 
 MODEL_SIZE = (32, 32)
 

@@ -90,10 +90,11 @@ class ResUNetPP(nnx.Module):
 
   def head_kernel_sq_sum(self) -> jax.Array:
     """Sum of squares of the heads' kernels: the original's l2(1e-4) penalty before its weight."""
-    return sum(jnp.sum(jnp.square(head.kernel[...].astype(jnp.float32))) for head in self.heads)
+    return sum(jnp.sum(jnp.square(head.kernel[...])) for head in self.heads)
 
 
 def compute_dtype(name: str) -> Any:
+  """The jnp dtype for config.dtype; parameters stay float32 whatever it is."""
   if name not in COMPUTE_DTYPES:
     raise ValueError(f'config.dtype={name!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}.')
   return COMPUTE_DTYPES[name]
