@@ -34,7 +34,6 @@ import jax
 import numpy as np
 
 from resunetpp_jax import compilation_cache
-from resunetpp_jax import config_validation
 from resunetpp_jax import default_config
 from resunetpp_jax import sharding
 from resunetpp_jax import steps
@@ -68,7 +67,6 @@ def _config(batch_size: int, dtype: str):
   if _FILTERS.value:
     config.filters = tuple(int(f) for f in _FILTERS.value)
   config.compilation_cache_dir = _CACHE_DIR.value
-  config_validation.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
   return config
 
 

@@ -188,7 +188,7 @@ def test_a_training_run_reads_back_from_tensorboard(
       2 * 32 + 4, 3 * 32 + 2 * 4, 3)
 
   (group,) = server.hparams_session_groups()
-  assert group['hparams']['filters'] == '[4, 8, 16, 32, 64]'
+  assert group['hparams']['filters'] == '[8, 16, 32]'
   assert group['hparams']['image_size'] == '[32, 32]'
 
 
