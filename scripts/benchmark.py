@@ -27,6 +27,7 @@ import gzip
 import json
 import os
 import statistics
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -184,7 +185,8 @@ def _write_hlo(compiled, name: str):
     f.write(compiled.as_text())
 
 
-def measure_train(config, mesh, is_first: bool) -> dict:
+def measure_train(config, mesh, is_first: bool) -> tuple[dict, Callable[[], Any]]:
+  """The train step's record, and a function that runs one more step (for profiling)."""
   graphdef, state = train_state.create_train_state(config, mesh, total_steps=1_000_000)
   compiled, record = _compile(steps.jit_train_step(config, graphdef, mesh), state, steps.batch_spec(config, mesh))
   record.update(_compiled_facts(compiled))
@@ -215,13 +217,16 @@ def measure_train(config, mesh, is_first: bool) -> dict:
     record['achieved_tflops'] = record['xla_flops_per_step'] / (record['step_ms_median'] / 1e3) / 1e12
   record['first_loss'] = float(first_sums['loss'])
   record['last_loss'] = float(sums['loss'])
-  if _PROFILE_DIR.value and is_first:
-    jax.profiler.start_trace(_PROFILE_DIR.value)
-    _time_steps(run_step, _PROFILED_STEPS)
-    jax.profiler.stop_trace()
-    record['kernel_summary'] = _kernel_summary(_PROFILE_DIR.value, _PROFILED_STEPS)
   record['peak_gib_so_far'] = _peak_memory_gib()
-  return record
+  return record, run_step
+
+
+def profile(run_step) -> dict:
+  """Traces a few steps (after the timed ones, so the tracer cannot disturb them) and summarises the kernels."""
+  jax.profiler.start_trace(_PROFILE_DIR.value)
+  _time_steps(run_step, _PROFILED_STEPS)
+  jax.profiler.stop_trace()
+  return _kernel_summary(_PROFILE_DIR.value, _PROFILED_STEPS)
 
 
 def measure_eval(config, mesh) -> dict:
@@ -277,24 +282,25 @@ def main(argv):
   device = jax.local_devices()[0]
   common = {'device': device.device_kind, 'num_devices': jax.device_count(), 'jax': jax.__version__,
             'hw': _HW.value, 'date': time.strftime('%Y-%m-%d')}
-  records = []
+  records, profiled = [], None
   for dtype in _DTYPES.value:
     for batch_size in (int(b) for b in _BATCHES.value):
       config = _config(batch_size, dtype)
       base = dict(common, dtype=dtype, batch=batch_size, filters=list(config.filters))
-      record = dict(base, step='train', **measure_train(config, mesh, is_first=not records))
-      _emit(record)
-      records.append(record)
+      measured, run_step = measure_train(config, mesh, is_first=not records)
+      records.append(dict(base, step='train', **measured))
+      _emit(records[-1])
+      if _PROFILE_DIR.value and profiled is None:
+        profiled = dict(base, step='profile', kernel_summary=profile(run_step))
+        _emit(profiled)
+      del run_step  # Frees the training state before the next measurement.
       if _EVAL.value:
-        record = dict(base, step='eval', **measure_eval(config, mesh))
-        _emit(record)
-        records.append(record)
-  for record in records:
-    if 'kernel_summary' in record:
-      _print_kernel_summary(record)
+        records.append(dict(base, step='eval', **measure_eval(config, mesh)))
+        _emit(records[-1])
+  if profiled:
+    _print_kernel_summary(profiled)
   print(f'{common["device"]}, {_HW.value}, median of {_STEPS.value} synchronised steps')
   print(_table(records))
-
 
 if __name__ == '__main__':
   app.run(main)

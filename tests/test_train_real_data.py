@@ -1,9 +1,12 @@
-"""Real Kvasir-SEG and CVC-ClinicDB files train through configs/kvasir.py (a few steps, a small network)."""
+"""Real Kvasir-SEG and CVC-ClinicDB files train through configs/kvasir.py (a few steps, a small network),
+and the checkpoint evaluates on their test images at original size."""
+import json
 import pathlib
 
 import pytest
 
 from configs import kvasir
+from resunetpp_jax import evaluate
 from resunetpp_jax import train
 
 
@@ -39,3 +42,14 @@ def test_real_dataset_trains_with_the_kvasir_recipe(dataset, folder, layout, sha
   assert metrics['step'] == 3
   assert metrics['train/loss'] > 0 and 0 <= metrics['val/dice'] <= 1
   assert (tmp_path / 'workdir' / 'checkpoints' / '3').is_dir()
+
+  (result,) = evaluate.run(str(tmp_path / 'workdir'), [(dataset, 'test')])
+  written = json.loads((tmp_path / 'workdir' / 'eval' / f'{dataset}-test.json').read_text())
+  assert written['num_images'] == result['num_images'] == 2  # 10% of 20.
+  assert written['checkpoint_step'] == 3
+  original_sizes = {(r['height'], r['width']) for r in written['images']}
+  assert tuple(config.image_size) not in original_sizes  # Scored at the files' sizes, not the model's.
+  if dataset == 'cvc_clinicdb':
+    assert original_sizes == {(288, 384)}
+  for key in ('dice', 'iou', 'precision', 'recall', 'mdice', 'miou'):
+    assert 0.0 <= written[key] <= 1.0
