@@ -63,6 +63,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
     raise ConfigError(f'config.batch_size={config.batch_size} must be divisible by the number of processes '
                       f'({num_processes}).')
   _require_positive(config, 'num_classes')
+  if not 0.0 <= config.bn_momentum < 1.0:
+    raise ConfigError(f'config.bn_momentum={config.bn_momentum!r} must be in [0, 1).')
   _require_positive(config, 'learning_rate')
   _require_positive(config, 'head_l2', allow_zero=True)
   _require_positive(config, 'epoch_multiplier')

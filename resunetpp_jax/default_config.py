@@ -29,6 +29,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.num_classes = 1
   c.deep_supervision = True  # 4 heads on X[0,1..4]; False keeps the last one.
   c.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16'; parameters stay float32.
+  # BatchNorm's running-average momentum (Keras' 0.99, as the original). Short runs
+  # want less (0.9): the averages that inference uses trail the weights by ~1/(1-momentum) steps.
+  c.bn_momentum = 0.99
 
   # --- Loss and optimizer -------------------------------------------------
   c.loss = 'dice'  # See resunetpp_jax.losses.LOSSES for the names.

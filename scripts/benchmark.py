@@ -1,7 +1,9 @@
 r"""Throughput, compile time and memory of the real training and evaluation steps, on random data.
 
-  python scripts/benchmark.py --batches=8,32 --dtypes=bfloat16,float32 \
+  python -m scripts.benchmark --batches=8,32 --dtypes=bfloat16,float32 \
       --compilation_cache_dir=/tmp/xla_cache --out=bench.jsonl
+
+(from the repository root; scripts/gpu_check.sh runs it beside the PyTorch peer).
 
 It times the code `main` runs, not a copy: the state comes from
 `train_state.create_train_state`, the steps from `steps.jit_train_step` and
@@ -14,7 +16,7 @@ run the same command twice and the second run's compile time shows the cache hit
 a table goes to stdout. A benchmark, not a test.
 
 On a CPU, use tiny shapes:
-  python scripts/benchmark.py --hw=64x64 --batches=2 --filters=8,16,32,64,128 --steps=3
+  python -m scripts.benchmark --hw=64x64 --batches=2 --filters=8,16,32,64,128 --steps=3
 """
 import time
 
@@ -50,6 +52,7 @@ _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps per measurement.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after the first one.')
 _EVAL = flags.DEFINE_bool('eval', True, 'Also time the evaluation step.')
 _OUT = flags.DEFINE_string('out', '', 'Append one JSON line per measurement to this file.')
+_LABEL = flags.DEFINE_string('label', 'ours', 'Names this run in the JSON lines (e.g. baseline).')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', default_config.get_default_config().compilation_cache_dir,
     "Persistent compilation cache ('' disables it); a fresh folder measures a cold compile.")
@@ -100,6 +103,8 @@ def _compiled_facts(compiled) -> dict[str, float]:
   if memory is not None:
     facts['compiled_temp_gib'] = memory.temp_size_in_bytes / 2**30
     facts['compiled_argument_gib'] = memory.argument_size_in_bytes / 2**30
+  # XLA's cost model: bytes are the memory-traffic floor's input (PERF.md); on a GPU its flops leave out the
+  # cuDNN convolutions, so they are no measure of the arithmetic there.
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   if cost and 'flops' in cost:
@@ -213,8 +218,6 @@ def measure_train(config, mesh, is_first: bool) -> tuple[dict, Callable[[], Any]
     sums = run_step()
   jax.block_until_ready(sums)
   record['pipelined_img_per_s'] = _STEPS.value * config.batch_size / (time.perf_counter() - start)
-  if 'xla_flops_per_step' in record:
-    record['achieved_tflops'] = record['xla_flops_per_step'] / (record['step_ms_median'] / 1e3) / 1e12
   record['first_loss'] = float(first_sums['loss'])
   record['last_loss'] = float(sums['loss'])
   record['peak_gib_so_far'] = _peak_memory_gib()
@@ -280,7 +283,7 @@ def main(argv):
   compilation_cache.enable(_CACHE_DIR.value)
   mesh = sharding.create_mesh()
   device = jax.local_devices()[0]
-  common = {'device': device.device_kind, 'num_devices': jax.device_count(), 'jax': jax.__version__,
+  common = {'label': _LABEL.value, 'device': device.device_kind, 'num_devices': jax.device_count(), 'jax': jax.__version__,
             'hw': _HW.value, 'date': time.strftime('%Y-%m-%d')}
   records, profiled = [], None
   for dtype in _DTYPES.value:

@@ -4,10 +4,11 @@
 #
 # Run from the repository root on a CUDA machine whose python3 has jax[cuda] and torch:
 #   OUT=/tmp/gpu_check bash scripts/gpu_check.sh
-# It needs two things that are not in the repository (both git-ignored; carry them to the device machine):
+# It needs files that are not in the repository (git-ignored; carry them to the device machine):
 #   .whl/*.whl            packages the machine lacks (ml_collections), installed into /tmp/site;
 #   .carry/torch_peer.py  a copy of ../shared/bench/torch_peer.py (the peer; ../shared does not travel);
-#   .carry/baseline/      optional: the package before the optimisations of PERF.md, timed for comparison.
+#   .carry/baseline/      optional: the package before the optimisations of PERF.md, timed for comparison:
+#                         mkdir -p .carry/baseline && git archive 5a5e8ec resunetpp_jax | tar -x -C .carry/baseline
 # Every result line is appended to $OUT/results.jsonl as soon as it exists and all output goes to $OUT/log.txt,
 # so a run stopped at its time limit still returns what it measured. GPU_CHECK_SECONDS (default 560) is the
 # budget of the whole script: each item runs with what is left and is skipped when too little is.
@@ -50,7 +51,7 @@ ours() {  # Our benchmark on the repository's package.
 baseline() {  # The same benchmark script on the package before the optimisations.
   # shellcheck disable=SC2086
   PYTHONPATH=$REPO/.carry/baseline:/tmp/site python3 "$REPO/scripts/benchmark.py" --out="$RESULTS" \
-    --compilation_cache_dir="$BASELINE_CACHE" "$@" ${BENCH_FLAGS:-}
+    --compilation_cache_dir="$BASELINE_CACHE" --label=baseline "$@" ${BENCH_FLAGS:-}
 }
 
 peer() {
@@ -90,14 +91,12 @@ export OUT REPO RESULTS CACHE BASELINE_CACHE
 export -f ours baseline peer setup save_cache
 
 item setup 60 setup
-item "peer amp_cl b8,b32" 150 peer --modes amp_cl --batches 8,32
-item "ours bf16 b32 (cold compile, profile)" 260 \
-  ours --batches=32 --dtypes=bfloat16 --compilation_cache_dir="$CACHE" --profile_dir=/tmp/profile_ours \
+item "peer amp_cl b8,b32" 120 peer --modes amp_cl --batches 8,32
+item "ours bf16 b8,b32 (cold compile; profile of b8)" 400 \
+  ours --batches=8,32 --dtypes=bfloat16 --noeval --compilation_cache_dir="$CACHE" --profile_dir=/tmp/profile_ours \
   --hlo_dir=/tmp/hlo
-item "ours bf16 b8 (cold compile)" 200 ours --batches=8 --dtypes=bfloat16 --compilation_cache_dir="$CACHE"
-item "ours bf16 b8 again (cached start)" 90 \
-  ours --batches=8 --dtypes=bfloat16 --compilation_cache_dir="$CACHE" --noeval --steps=10
-item "save cache" 60 save_cache
+item "ours bf16 b8 again (cached start)" 60 \
+  ours --batches=8 --dtypes=bfloat16 --noeval --compilation_cache_dir="$CACHE" --steps=10
 save_traces 2>&1 | tee -a "$LOG"
 item "peer compile b8" 260 peer --modes compile --batches 8
 if [[ -d $REPO/.carry/baseline ]]; then
@@ -105,6 +104,9 @@ if [[ -d $REPO/.carry/baseline ]]; then
     baseline --batches=8 --dtypes=bfloat16 --noeval --profile_dir=/tmp/profile_baseline
 fi
 item "peer compile b32" 320 peer --modes compile --batches 32
+item "ours eval bf16 b8,b32 (train from the cache)" 200 \
+  ours --batches=8,32 --dtypes=bfloat16 --compilation_cache_dir="$CACHE" --steps=10
+item "save cache" 60 save_cache
 item "ours float32 b8,b32" 400 ours --batches=8,32 --dtypes=float32 --compilation_cache_dir="$CACHE" --noeval
 save_traces 2>&1 | tee -a "$LOG"
 echo "=== results" | tee -a "$LOG"
@@ -112,11 +114,14 @@ python3 - "$RESULTS" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, sys
 for line in open(sys.argv[1]):
   r = json.loads(line)
-  name = f"peer {r.get('mode')}" if 'mode' in r else f"ours {r.get('step')} {r.get('dtype')}"
+  if r.get('step') == 'profile':
+    continue
+  peer = 'mode' in r
+  name = f"peer {r['mode']}" if peer else f"{r.get('label', 'ours')} {r['step']} {r['dtype']}"
   if 'error' in r:
-    print(f"{name:<24} b{r.get('batch')}: {r['error'][:120]}")
-  else:
-    compile_s = r.get('warmup_s', r.get('lower_s', 0) + r.get('compile_s', 0))
-    print(f"{name:<24} b{r['batch']:<3} {r['img_per_s']:8.1f} img/s  {1e3 * r.get('step_s_median', r.get('step_ms_median', 0) / 1e3):7.1f} ms"
-          f"  compile/warm-up {compile_s:6.1f} s")
+    print(f"{name:<24} b{r['batch']}: {r['error'][:120]}")
+    continue
+  step_ms = 1e3 * r['step_s_median'] if peer else r['step_ms_median']
+  start_s = r['warmup_s'] if peer else r['lower_s'] + r['compile_s']
+  print(f"{name:<24} b{r['batch']:<3} {r['img_per_s']:8.1f} img/s {step_ms:7.1f} ms  compile/warm-up {start_s:6.1f} s")
 EOF

@@ -97,6 +97,12 @@ def random_input(shape, seed=1):
 # --- Layers -----------------------------------------------------------------------------------------------------
 
 
+def test_upsample_nearest_2x_repeats_each_pixel():
+  x = random_input((2, 3, 5, 4))
+  expected = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+  np.testing.assert_array_equal(np.asarray(layers.upsample_nearest_2x(jnp.asarray(x))), expected)
+
+
 def test_stride_2_same_convolution_pads_bottom_right_only():
   conv = nnx.eval_shape(lambda: layers.conv(1, 1, 3, strides=2, dtype=jnp.float32, rngs=nnx.Rngs(0)))
   conv.kernel.set_value(jnp.ones((3, 3, 1, 1)))
@@ -267,9 +273,10 @@ def test_bfloat16_model_keeps_float32_params_and_returns_float32_logits():
 
 def test_create_model_reads_config():
   config = ml_collections.ConfigDict(dict(filters=(4, 8, 16), num_classes=3, deep_supervision=False,
-                                          dtype='bfloat16'))
+                                          dtype='bfloat16', bn_momentum=0.9))
   model = nnx.eval_shape(lambda: create_model(config, nnx.Rngs(0)))
   assert model.filters == (4, 8, 16) and model.dtype == jnp.bfloat16
+  assert {m.momentum for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm)} == {0.9}
   assert len(model.heads) == 1 and model.heads[0].kernel.shape == (1, 1, 4, 3)
   config.dtype = 'float16'
   with pytest.raises(ValueError, match="config.dtype='float16'"):

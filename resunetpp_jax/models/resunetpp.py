@@ -31,14 +31,16 @@ class ResUNetPP(nnx.Module):
   """
 
   def __init__(self, filters: Sequence[int] = (32, 64, 128, 256, 512), num_classes: int = 1,
-               deep_supervision: bool = True, dtype: Any = jnp.float32, *, rngs: nnx.Rngs):
+               deep_supervision: bool = True, dtype: Any = jnp.float32,
+               bn_momentum: float = layers.BN_MOMENTUM, *, rngs: nnx.Rngs):
     filters = tuple(int(f) for f in filters)
     if len(filters) < 2:
       raise ValueError(f'filters={filters}: the network needs at least 2 levels (one downsampling step).')
     self.filters = filters
     self.num_levels = len(filters)
     self.dtype = dtype
-    block = lambda cin, cout, strides=1: layers.CbamResidualBlock(cin, cout, strides, dtype=dtype, rngs=rngs)
+    block = lambda cin, cout, strides=1: layers.CbamResidualBlock(cin, cout, strides, dtype=dtype,
+                                                                  bn_momentum=bn_momentum, rngs=rngs)
 
     self.enc = nnx.List([block(IMAGE_CHANNELS if i == 0 else filters[i - 1], filters[i], 1 if i == 0 else 2)
                          for i in range(self.num_levels)])
@@ -101,6 +103,7 @@ def compute_dtype(name: str) -> Any:
 
 
 def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ResUNetPP:
-  """Builds the network from config keys filters, num_classes, deep_supervision and dtype."""
+  """Builds the network from config keys filters, num_classes, deep_supervision, dtype and bn_momentum."""
   return ResUNetPP(filters=tuple(config.filters), num_classes=config.num_classes,
-                   deep_supervision=config.deep_supervision, dtype=compute_dtype(config.dtype), rngs=rngs)
+                   deep_supervision=config.deep_supervision, dtype=compute_dtype(config.dtype),
+                   bn_momentum=config.bn_momentum, rngs=rngs)
