@@ -64,7 +64,7 @@ def _set_lr_scale(graphdef, state, value: float, mesh) -> nnx.State:
   return nnx.state((model, optimizer))
 
 
-def evaluate(config, graphdef, state, eval_step, predict_step, mesh) -> tuple[dict[str, float], np.ndarray | None]:
+def evaluate(config, state, eval_step, predict_step, mesh) -> tuple[dict[str, float], np.ndarray | None]:
   """Validation metrics over the whole eval split, and a grid of its first images."""
   sums, grid = None, None
   iterator = pipeline.make_eval_iterator(config, config.eval_split, process_index=jax.process_index(),
@@ -156,7 +156,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         sums = None
       eval_scalars = None
       if is_eval:
-        eval_scalars, grid = evaluate(config, graphdef, state, eval_step, predict_step, mesh)
+        eval_scalars, grid = evaluate(config, state, eval_step, predict_step, mesh)
         previous_lr_scale = loop.lr_scale
         loop, stop = plateau.update(loop, eval_scalars['val/loss'], patience=config.plateau_patience,
                                     factor=config.plateau_factor,

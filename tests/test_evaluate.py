@@ -7,7 +7,6 @@ temporary directory, so the session trains once.
 import itertools
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
