@@ -8,6 +8,11 @@ Data: the official Kvasir-SEG download (`images/*.jpg`, `masks/*.jpg`) or the Pr
 random with seed 42 as the original did (800/100/100). Augmentation: the original's 25 transforms plus identity,
 drawn online per example per epoch; `epoch_multiplier=26` reproduces the original's epoch length (26 x 800 images).
 The validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20).
+
+Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the step
+rates measured on an H200 (scripts/PERF.md) that is about 12 h in float32, or 7 h with --config.dtype=bfloat16,
+if the input pipeline keeps up (it needs ~10 CPU cores for the original augmentation at that rate).
+Expected result: not yet measured with this code (no full run has been made).
 """
 from resunetpp_jax import default_config
 
