@@ -59,8 +59,8 @@ def _check_finite(sums: dict[str, float], step: int, workdir: str):
 def _set_lr_scale(graphdef, state, value: float, mesh) -> nnx.State:
   model, optimizer = nnx.merge(graphdef, state)
   scale = optimizer_lib.plateau_scale(optimizer)
-  scale.value = jax.make_array_from_callback((), sharding.replicated(mesh),
-                                             lambda _: np.asarray(value, scale.value.dtype))
+  scale.set_value(jax.make_array_from_callback((), sharding.replicated(mesh),
+                                               lambda _: np.asarray(value, scale.get_value().dtype)))
   return nnx.state((model, optimizer))
 
 

@@ -14,7 +14,7 @@ def _update(config, scale):
   model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
   before = np.asarray(model.kernel[...])
   optimizer = nnx.Optimizer(model, optimizer_lib.create_optimizer(config, total_steps=10), wrt=nnx.Param)
-  optimizer_lib.plateau_scale(optimizer).value = jnp.float32(scale)
+  optimizer_lib.plateau_scale(optimizer).set_value(jnp.float32(scale))
   optimizer.update(model, jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param)))
   return np.asarray(model.kernel[...]) - before
 
@@ -45,3 +45,16 @@ def test_schedules(schedule, at_end):
   assert float(lr(100)) == pytest.approx(at_end, abs=1e-9)
   if schedule == 'warmup_cosine':
     assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(1e-3)
+
+
+def test_trainer_writes_the_plateau_factor_into_the_replicated_state():
+  from resunetpp_jax import sharding, train  # pylint: disable=import-outside-toplevel
+  from resunetpp_jax.models import initialization  # pylint: disable=import-outside-toplevel
+  config = default_config.get_default_config()
+  config.filters = (8, 16)
+  model = initialization.create_initialized_model(config)
+  optimizer = nnx.Optimizer(model, optimizer_lib.create_optimizer(config, total_steps=10), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  state = train._set_lr_scale(graphdef, state, 0.01, sharding.create_mesh())  # pylint: disable=protected-access
+  scale = optimizer_lib.plateau_scale(nnx.merge(graphdef, state)[1]).get_value()
+  assert float(scale) == pytest.approx(0.01) and scale.sharding.is_fully_replicated
