@@ -276,7 +276,7 @@ def test_create_model_reads_config():
                                           dtype='bfloat16', bn_momentum=0.9))
   model = nnx.eval_shape(lambda: create_model(config, nnx.Rngs(0)))
   assert model.filters == (4, 8, 16) and model.dtype == jnp.bfloat16
-  assert {m.momentum for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm)} == {0.9}
+  assert {m.momentum for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)} == {0.9}
   assert len(model.heads) == 1 and model.heads[0].kernel.shape == (1, 1, 4, 3)
   config.dtype = 'float16'
   with pytest.raises(ValueError, match="config.dtype='float16'"):
