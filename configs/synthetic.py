@@ -23,10 +23,10 @@ def get_config():
   config.augment = 'light'
   config.batch_size = 16
   config.learning_rate = 2e-3
-  # Cosine decay to zero lets BatchNorm's slow running averages (momentum 0.99)
-  # settle on the final weights, so validation sees what training learned.
+  # Cosine decay to zero lets BatchNorm's running averages settle on the final
+  # weights; in 240 steps the Keras momentum (0.99) would leave them far behind.
   config.schedule = 'cosine'
-  config.bn_momentum = 0.9  # 240 steps: the Keras default (0.99) would leave inference statistics behind.
+  config.bn_momentum = 0.9
   config.num_train_steps = 240
   config.eval_every_steps = 60
   config.log_every_steps = 20
