@@ -71,15 +71,15 @@ class Checkpointer:
       self._set_aside_unlistable_steps()
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-  def save(self, step: int, state: nnx.State, loop_state: dict[str, Any],
+  def save(self, step: int, state: dict[int, Any], loop_state: dict[str, Any],
            data_iterator: grain.DatasetIterator, metrics: dict[str, float] | None = None):
-    """Starts an asynchronous save; `metrics` (with 'val_dice') marks an evaluation checkpoint."""
-    pure = nnx.to_pure_dict(state)
+    """Starts an asynchronous save of the pure-dict train state; `metrics` (with 'val_dice') marks an evaluation
+    checkpoint."""
     self._manager.save(
         step,
         args=ocp.args.Composite(
-            model=ocp.args.StandardSave(pure[0]),
-            optimizer=ocp.args.StandardSave(pure[1]),
+            model=ocp.args.StandardSave(state[0]),
+            optimizer=ocp.args.StandardSave(state[1]),
             loop=ocp.args.JsonSave(loop_state),
             data=grain.checkpoint.CheckpointSave(data_iterator),
         ),
@@ -87,8 +87,8 @@ class Checkpointer:
         force=True,
     )
 
-  def restore_latest(self, abstract_state: nnx.State, data_iterator: grain.DatasetIterator
-                     ) -> tuple[int, nnx.State, dict[str, Any]] | None:
+  def restore_latest(self, abstract_state: dict[int, Any], data_iterator: grain.DatasetIterator
+                     ) -> tuple[int, dict[int, Any], dict[str, Any]] | None:
     """The newest checkpoint that restores completely, or None for a fresh run.
 
     A checkpoint that fails to restore (a step folder left without its metadata
@@ -97,20 +97,18 @@ class Checkpointer:
     """
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        pure = nnx.to_pure_dict(abstract_state)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                model=ocp.args.StandardRestore(pure[0]),
-                optimizer=ocp.args.StandardRestore(pure[1]),
+                model=ocp.args.StandardRestore(abstract_state[0]),
+                optimizer=ocp.args.StandardRestore(abstract_state[1]),
                 loop=ocp.args.JsonRestore(),
                 data=grain.checkpoint.CheckpointRestore(data_iterator),
             ))
       except Exception as error:  # pylint: disable=broad-except
         self._quarantine(step, error)
         continue
-      nnx.replace_by_pure_dict(abstract_state, {0: restored['model'], 1: restored['optimizer']})
-      return step, abstract_state, dict(restored['loop'])
+      return step, {0: restored['model'], 1: restored['optimizer']}, dict(restored['loop'])
     return None
 
   def _set_aside_unlistable_steps(self):

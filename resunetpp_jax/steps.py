@@ -1,7 +1,7 @@
 """The jitted training and evaluation steps: the code the trainer and the benchmark both run.
 
-The state is the NNX state of (model, optimizer), replicated over the mesh; the
-batch is sharded on its 'data' axis. Images arrive as uint8 and are scaled to
+The state is the pure-dict NNX state of (model, optimizer) (`train_state`),
+replicated over the mesh; the batch is sharded on its 'data' axis. Images arrive as uint8 and are scaled to
 [0, 1] on the device (a quarter of the host-to-device traffic of float32).
 """
 import functools
@@ -15,8 +15,13 @@ from flax import nnx
 from resunetpp_jax import losses
 from resunetpp_jax import metrics
 from resunetpp_jax import sharding
+from resunetpp_jax import train_state as train_state_lib
 
 _DICE_EPS = 1e-7
+# XLA:GPU's default command-buffer (CUDA graph) contents (xla/debug_options_flags.cc), plus CONVOLUTION.
+# Without it every cuDNN convolution ends a graph: a train step launched ~300 convolutions and ~160 graphs,
+# one at a time from the host.
+_COMMAND_BUFFERS_WITH_CONVOLUTIONS = 'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION'
 
 
 def _inputs(batch):
@@ -39,8 +44,8 @@ def loss_and_grads(model: nnx.Module, images: jax.Array, labels: jax.Array, *, l
   return nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)(model)
 
 
-def train_step(graphdef: nnx.GraphDef, state: nnx.State, batch: dict[str, jax.Array], *,
-               loss_name: str, head_l2: float) -> tuple[nnx.State, dict[str, jax.Array]]:
+def train_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: dict[str, jax.Array], *,
+               loss_name: str, head_l2: float) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
   """One optimizer step; returns the new state and additive metric sums."""
   model, optimizer = nnx.merge(graphdef, state)
   model.train()
@@ -53,10 +58,10 @@ def train_step(graphdef: nnx.GraphDef, state: nnx.State, batch: dict[str, jax.Ar
   sums.update(loss=loss, l2_penalty=l2_penalty, steps=jnp.ones((), jnp.float32))
   for k in range(per_head.shape[0]):
     sums[f'loss_head{k}'] = per_head[k]
-  return nnx.state((model, optimizer)), sums
+  return train_state_lib.pure_state(model, optimizer), sums
 
 
-def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """Inference-mode metric sums, with padded examples (weight 0) left out.
 
   Besides the thresholded counts it sums each head's soft Dice terms, so the
@@ -78,7 +83,7 @@ def eval_step(graphdef: nnx.GraphDef, state: nnx.State, batch: dict[str, jax.Arr
   return sums
 
 
-def predict_step(graphdef: nnx.GraphDef, state: nnx.State, batch: dict[str, jax.Array]) -> jax.Array:
+def predict_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: dict[str, jax.Array]) -> jax.Array:
   """Foreground probabilities of the last head, in inference mode."""
   model, _ = nnx.merge(graphdef, state)
   model.eval()
@@ -95,24 +100,33 @@ def dice_loss_from_sums(sums: dict[str, Any]) -> float:
   return total
 
 
+def compiler_options(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, str] | None:
+  """XLA options for the steps: convolutions inside CUDA graphs on GPUs (config.cuda_graph_convolutions)."""
+  if config.cuda_graph_convolutions and mesh.devices.flat[0].platform == 'gpu':
+    return {'xla_gpu_enable_command_buffer': _COMMAND_BUFFERS_WITH_CONVOLUTIONS}
+  return None
+
+
 def jit_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
   """The train step compiled for `mesh`, donating the old state."""
   step = functools.partial(train_step, graphdef, loss_name=config.loss, head_l2=config.head_l2)
   repl = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
-                 donate_argnums=0)
+                 donate_argnums=0, compiler_options=compiler_options(config, mesh))
 
 
-def jit_eval_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
+def jit_eval_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
   repl = sharding.replicated(mesh)
   return jax.jit(functools.partial(eval_step, graphdef),
-                 in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=repl)
+                 in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=repl,
+                 compiler_options=compiler_options(config, mesh))
 
 
-def jit_predict_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
+def jit_predict_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
   batch = sharding.batch_sharded(mesh)
   return jax.jit(functools.partial(predict_step, graphdef),
-                 in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch)
+                 in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch,
+                 compiler_options=compiler_options(config, mesh))
 
 
 def batch_spec(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:

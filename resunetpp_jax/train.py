@@ -56,12 +56,12 @@ def _check_finite(sums: dict[str, float], step: int, workdir: str):
         "config.dtype='float32', or check the data.")
 
 
-def _set_lr_scale(graphdef, state, value: float, mesh) -> nnx.State:
+def _set_lr_scale(graphdef, state, value: float, mesh) -> train_state.TrainState:
   model, optimizer = nnx.merge(graphdef, state)
   scale = optimizer_lib.plateau_scale(optimizer)
   scale.set_value(jax.make_array_from_callback((), sharding.replicated(mesh),
                                                lambda _: np.asarray(value, scale.get_value().dtype)))
-  return nnx.state((model, optimizer))
+  return train_state.pure_state(model, optimizer)
 
 
 def evaluate(config, state, eval_step, predict_step, mesh) -> tuple[dict[str, float], np.ndarray | None]:
@@ -123,8 +123,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = monitoring.Progress(total_steps, step, steps_per_epoch, enabled=is_chief)
 
   train_step = steps.jit_train_step(config, graphdef, mesh)
-  eval_step = steps.jit_eval_step(graphdef, mesh)
-  predict_step = steps.jit_predict_step(graphdef, mesh)
+  eval_step = steps.jit_eval_step(config, graphdef, mesh)
+  predict_step = steps.jit_predict_step(config, graphdef, mesh)
   start = time.perf_counter()
   compiled_train_step = train_step.lower(state, steps.batch_spec(config, mesh)).compile()
   logging.info('Train step compiled (or loaded from the cache) in %.1f s.', time.perf_counter() - start)

@@ -1,4 +1,12 @@
-"""The training state: the NNX state of (model, optimizer), replicated on the mesh."""
+"""The training state: the NNX state of (model, optimizer) as plain nested dicts, replicated on the mesh.
+
+The state crosses the jitted step's boundary every step, so its form is a cost on the host: as `nnx.State`
+(a tree of `Variable` objects) flattening and rebuilding it took 10 ms per step on the H200 host, a third
+of a batch-8 step; as the pure dicts of `nnx.to_pure_dict` it takes under 1 ms. `nnx.merge(graphdef, state)`
+accepts the pure form, and it is also what the checkpoints hold.
+"""
+from typing import Any
+
 import jax
 import ml_collections
 import numpy as np
@@ -8,18 +16,25 @@ from resunetpp_jax import optimizer as optimizer_lib
 from resunetpp_jax import sharding
 from resunetpp_jax.models import initialization
 
+# {0: model state, 1: optimizer state}: `nnx.to_pure_dict` of `nnx.state((model, optimizer))`.
+TrainState = dict[int, Any]
+
+
+def pure_state(model: nnx.Module, optimizer: nnx.Optimizer) -> TrainState:
+  return nnx.to_pure_dict(nnx.state((model, optimizer)))
+
 
 def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int
-                       ) -> tuple[nnx.GraphDef, nnx.State]:
+                       ) -> tuple[nnx.GraphDef, TrainState]:
   """Initial weights from the host (the same on every host, given the seed), replicated on `mesh`."""
   model = initialization.create_initialized_model(config)
   optimizer = nnx.Optimizer(model, optimizer_lib.create_optimizer(config, total_steps), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
+  graphdef = nnx.graphdef((model, optimizer))
   replicated = sharding.replicated(mesh)
   return graphdef, jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(replicated, np.asarray(x)), state)
+      lambda x: jax.make_array_from_process_local_data(replicated, np.asarray(x)), pure_state(model, optimizer))
 
 
-def abstract_like(state: nnx.State) -> nnx.State:
+def abstract_like(state: TrainState) -> TrainState:
   """Shapes, dtypes and shardings of `state`, the target of a checkpoint restore."""
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), state)

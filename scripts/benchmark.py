@@ -23,6 +23,7 @@ import time
 _PROCESS_START = time.perf_counter()  # Before the heavy imports: time to first step includes them.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import ast
 import collections
 import glob
 import gzip
@@ -53,6 +54,9 @@ _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after the first one.'
 _EVAL = flags.DEFINE_bool('eval', True, 'Also time the evaluation step.')
 _OUT = flags.DEFINE_string('out', '', 'Append one JSON line per measurement to this file.')
 _LABEL = flags.DEFINE_string('label', 'ours', 'Names this run in the JSON lines (e.g. baseline).')
+_SET = flags.DEFINE_multi_string(
+    'set', [], 'A config override KEY=VALUE (a Python literal or a bare string), e.g. '
+    '--set=cuda_graph_convolutions=False; repeatable. Recorded in the JSON lines.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', default_config.get_default_config().compilation_cache_dir,
     "Persistent compilation cache ('' disables it); a fresh folder measures a cold compile.")
@@ -71,7 +75,20 @@ def _config(batch_size: int, dtype: str):
   if _FILTERS.value:
     config.filters = tuple(int(f) for f in _FILTERS.value)
   config.compilation_cache_dir = _CACHE_DIR.value
+  for key, value in _overrides().items():
+    config[key] = value
   return config
+
+
+def _overrides() -> dict[str, Any]:
+  overrides = {}
+  for item in _SET.value:
+    key, _, text = item.partition('=')
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text
+  return overrides
 
 
 def _random_batch(config, mesh, with_weight: bool) -> dict[str, jax.Array]:
@@ -124,20 +141,24 @@ def _compile(jitted, *args) -> tuple[object, dict[str, float]]:
                     'cache_entries_added': _cache_entries() - entries}
 
 
-def _time_steps(run_step, num_steps: int) -> list[float]:
-  """Seconds per step, each step synchronised."""
-  times = []
+def _time_steps(run_step, num_steps: int) -> tuple[list[float], list[float]]:
+  """Seconds per step, each step synchronised, and seconds until each call returned (the host's dispatch)."""
+  times, dispatch = [], []
   for _ in range(num_steps):
     start = time.perf_counter()
-    jax.block_until_ready(run_step())
+    out = run_step()
+    dispatch.append(time.perf_counter() - start)
+    jax.block_until_ready(out)
     times.append(time.perf_counter() - start)
-  return times
+  return times, dispatch
 
 
-def _summary(times: list[float], batch_size: int) -> dict[str, float]:
+def _summary(timed: tuple[list[float], list[float]], batch_size: int) -> dict[str, float]:
+  times, dispatch = timed
   median = statistics.median(times)
   return {'step_ms_median': 1e3 * median, 'step_ms_min': 1e3 * min(times),
-          'step_ms_max': 1e3 * max(times), 'img_per_s': batch_size / median}
+          'step_ms_max': 1e3 * max(times), 'img_per_s': batch_size / median,
+          'dispatch_ms_median': 1e3 * statistics.median(dispatch)}
 
 
 def _category(kernel: str, hlo_op: str) -> str:
@@ -235,7 +256,7 @@ def profile(run_step) -> dict:
 def measure_eval(config, mesh) -> dict:
   graphdef, state = train_state.create_train_state(config, mesh, total_steps=1)
   batch = _random_batch(config, mesh, with_weight=True)
-  compiled, record = _compile(steps.jit_eval_step(graphdef, mesh), state, batch)
+  compiled, record = _compile(steps.jit_eval_step(config, graphdef, mesh), state, batch)
   start = time.perf_counter()
   jax.block_until_ready(compiled(state, batch))
   record['first_step_s'] = time.perf_counter() - start
@@ -254,11 +275,13 @@ def _emit(record: dict):
 
 
 def _table(records: list[dict]) -> str:
-  rows = [f'{"step":<6}{"dtype":<10}{"batch":>6}{"img/s":>9}{"ms/step":>9}{"compile s":>11}'
+  rows = [f'{"step":<6}{"dtype":<10}{"batch":>6}{"img/s":>9}{"ms/step":>9}{"pipelined img/s":>17}{"compile s":>11}'
           f'{"first step s":>14}{"peak GiB":>10}']
   for r in records:
     peak = r.get('peak_gib_so_far')
+    pipelined = f'{r["pipelined_img_per_s"]:.1f}' if 'pipelined_img_per_s' in r else '-'
     rows.append(f'{r["step"]:<6}{r["dtype"]:<10}{r["batch"]:>6}{r["img_per_s"]:>9.1f}{r["step_ms_median"]:>9.1f}'
+                f'{pipelined:>17}'
                 f'{r["lower_s"] + r["compile_s"]:>11.1f}{r["first_step_s"]:>14.2f}'
                 f'{"n/a" if peak is None else f"{peak:.1f}":>10}')
   return '\n'.join(rows)
@@ -284,7 +307,7 @@ def main(argv):
   mesh = sharding.create_mesh()
   device = jax.local_devices()[0]
   common = {'label': _LABEL.value, 'device': device.device_kind, 'num_devices': jax.device_count(), 'jax': jax.__version__,
-            'hw': _HW.value, 'date': time.strftime('%Y-%m-%d')}
+            'hw': _HW.value, 'date': time.strftime('%Y-%m-%d'), 'overrides': _SET.value}
   records, profiled = [], None
   for dtype in _DTYPES.value:
     for batch_size in (int(b) for b in _BATCHES.value):
