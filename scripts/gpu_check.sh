@@ -7,11 +7,15 @@
 # It needs files that are not in the repository (git-ignored; carry them to the device machine):
 #   .whl/*.whl            packages the machine lacks (ml_collections), installed into /tmp/site;
 #   .carry/torch_peer.py  a copy of ../shared/bench/torch_peer.py (the peer; ../shared does not travel);
-#   .carry/baseline/      optional: the package before the optimisations of PERF.md, timed for comparison:
-#                         mkdir -p .carry/baseline && git archive 5a5e8ec resunetpp_jax | tar -x -C .carry/baseline
+#   .carry/<name>/        optional: earlier versions of the package, timed beside this one under that label:
+#                         mkdir -p .carry/baseline && git archive <commit> resunetpp_jax | tar -x -C .carry/baseline
+#                         (GPU_CHECK_VARIANTS, default 'v1 baseline', names them in the order they run).
 # Every result line is appended to $OUT/results.jsonl as soon as it exists and all output goes to $OUT/log.txt,
-# so a run stopped at its time limit still returns what it measured. GPU_CHECK_SECONDS (default 560) is the
-# budget of the whole script: each item runs with what is left and is skipped when too little is.
+# so a run stopped at its time limit still returns what it measured. GPU_CHECK_SECONDS (default 540) is the
+# budget of the whole script: each item runs with what is left and is skipped when too little is. All of our
+# runs share one compilation cache, so later variants reuse the cuDNN/GEMM autotuning of the first.
+# torch.compile's warm-up runs in the background beside our compiles; its timed steps wait for a gate and run
+# alone (scripts/peer_gated.py).
 # BENCH_FLAGS is appended to every benchmark command: a dry run on a CPU (the peer is skipped without CUDA):
 #   OUT=/tmp/gpu_check BENCH_FLAGS='--hw=64x64 --filters=8,16,32,64,128 --steps=2 --warmup=1' \
 #     bash scripts/gpu_check.sh
@@ -22,8 +26,8 @@ REPO=$(pwd)
 LOG=$OUT/log.txt
 RESULTS=$OUT/results.jsonl
 CACHE=/tmp/resunetpp_xla_cache
-BASELINE_CACHE=/tmp/resunetpp_xla_cache_baseline
-DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-560}))
+DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
+VARIANTS=${GPU_CHECK_VARIANTS:-v1 baseline}
 export PYTHONUNBUFFERED=1 BENCH_FLAGS=${BENCH_FLAGS:-}
 mkdir -p "$OUT"
 
@@ -43,23 +47,42 @@ item() {
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start))s" | tee -a "$LOG"
 }
 
-ours() {  # Our benchmark on the repository's package.
+bench() {  # bench PACKAGE_DIR LABEL FLAGS...: our benchmark script on the package found in PACKAGE_DIR.
+  local package=$1 label=$2
+  shift 2
   # shellcheck disable=SC2086  # BENCH_FLAGS is a list of flags.
-  PYTHONPATH=$REPO:/tmp/site python3 "$REPO/scripts/benchmark.py" --out="$RESULTS" "$@" ${BENCH_FLAGS:-}
+  PYTHONPATH=$package:/tmp/site python3 "$REPO/scripts/benchmark.py" --out="$RESULTS" --label="$label" \
+    --compilation_cache_dir="$CACHE" --noeval --dtypes=bfloat16 "$@" ${BENCH_FLAGS:-}
 }
 
-baseline() {  # The same benchmark script on the package before the optimisations.
-  # shellcheck disable=SC2086
-  PYTHONPATH=$REPO/.carry/baseline:/tmp/site python3 "$REPO/scripts/benchmark.py" --out="$RESULTS" \
-    --compilation_cache_dir="$BASELINE_CACHE" --label=baseline "$@" ${BENCH_FLAGS:-}
+has_cuda_torch() {
+  python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null
 }
 
-peer() {
-  if ! python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
-    echo "skipped: python3 has no torch with CUDA"
-    return
-  fi
+peer() {  # The peer's own command line, for measurements that run alone.
+  has_cuda_torch || { echo "skipped: python3 has no torch with CUDA"; return; }
   python3 "$REPO/.carry/torch_peer.py" --models resunetpp --out "$RESULTS" "$@"
+}
+
+# peer_start NAME MODE BATCH: the peer in the background, compiling while our items run; its timed steps wait
+# for the gate that peer_finish opens (scripts/peer_gated.py), so they never share the GPU with ours.
+peer_start() {
+  has_cuda_torch || { echo "=== peer $1: skipped, python3 has no torch with CUDA" | tee -a "$LOG"; return; }
+  echo "=== peer $1 started in the background ($(date +%T))" | tee -a "$LOG"
+  timeout -k 10 600 python3 "$REPO/scripts/peer_gated.py" --peer="$REPO/.carry/torch_peer.py" --mode="$2" \
+    --batch="$3" --gate="/tmp/gate_$1" --out="$RESULTS" >"$OUT/peer_$1.log" 2>&1 &
+  echo $! >"/tmp/peer_$1.pid"
+}
+
+peer_finish() {  # peer_finish NAME: opens the gate and waits for the peer (until the deadline).
+  [[ -f /tmp/peer_$1.pid ]] || return
+  local pid start=$SECONDS
+  pid=$(cat "/tmp/peer_$1.pid")
+  touch "/tmp/gate_$1"
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < DEADLINE)); do sleep 1; done
+  kill "$pid" 2>/dev/null && echo "=== peer $1: stopped at the deadline" | tee -a "$LOG"
+  echo "=== peer $1 finished after waiting $((SECONDS - start))s for it" | tee -a "$LOG"
+  grep -v '^[IW][0-9]\{4\} ' "$OUT/peer_$1.log" | tail -5 | tee -a "$LOG"
 }
 
 setup() {
@@ -73,55 +96,34 @@ print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", 
   python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'
 }
 
-save_cache() {
-  tar -C /tmp -czf "$OUT/xla_cache.tar.gz" "$(basename "$CACHE")" && ls -la "$OUT/xla_cache.tar.gz"
-}
-
-save_traces() {  # The raw profiles, for reading on another machine (jax.profiler.ProfileData).
-  local name trace
-  for name in ours baseline; do
-    trace=$(find "/tmp/profile_$name" -name '*.xplane.pb' 2>/dev/null | head -1)
-    [[ -n $trace ]] && gzip -c "$trace" >"$OUT/profile_$name.xplane.pb.gz"
-  done
+save_artifacts() {  # The profile and optimised HLO of our first measurement, for reading on another machine.
+  local trace
+  trace=$(find /tmp/profile_ours -name '*.xplane.pb' 2>/dev/null | head -1)
+  [[ -n $trace ]] && gzip -c "$trace" >"$OUT/profile_ours.xplane.pb.gz"
   [[ -d /tmp/hlo ]] && tar -C /tmp -czf "$OUT/hlo.tar.gz" hlo
   ls -la "$OUT"
 }
 
-export OUT REPO RESULTS CACHE BASELINE_CACHE
-export -f ours baseline peer setup save_cache
+export OUT REPO RESULTS CACHE
+# Our runs allocate as they go (no 75% preallocation), so a peer can run beside them.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export -f bench has_cuda_torch peer setup
 
 item setup 60 setup
-item "peer amp_cl b8,b32" 120 peer --modes amp_cl --batches 8,32
-item "ours bf16 b8,b32 (cold compile; profile of b8)" 400 \
-  ours --batches=8,32 --dtypes=bfloat16 --noeval --compilation_cache_dir="$CACHE" --profile_dir=/tmp/profile_ours \
-  --hlo_dir=/tmp/hlo
-item "ours bf16 b8 again (cached start)" 60 \
-  ours --batches=8 --dtypes=bfloat16 --noeval --compilation_cache_dir="$CACHE" --steps=10
-save_traces 2>&1 | tee -a "$LOG"
-item "peer compile b8" 260 peer --modes compile --batches 8
-if [[ -d $REPO/.carry/baseline ]]; then
-  item "baseline bf16 b8 (cold compile, profile)" 200 \
-    baseline --batches=8 --dtypes=bfloat16 --noeval --profile_dir=/tmp/profile_baseline
-fi
-item "peer compile b32" 320 peer --modes compile --batches 32
-item "ours eval bf16 b8,b32 (train from the cache)" 200 \
-  ours --batches=8,32 --dtypes=bfloat16 --compilation_cache_dir="$CACHE" --steps=10
-item "save cache" 60 save_cache
-item "ours float32 b8,b32" 400 ours --batches=8,32 --dtypes=float32 --compilation_cache_dir="$CACHE" --noeval
-save_traces 2>&1 | tee -a "$LOG"
+item "peer amp_cl b8,b32" 100 peer --modes amp_cl --batches 8,32 --steps 20 --warmup 3
+item "ours b8 (cold compile, profile)" 170 \
+  bench "$REPO" ours --batches=8 --profile_dir=/tmp/profile_ours --hlo_dir=/tmp/hlo
+save_artifacts 2>&1 | tee -a "$LOG"
+item "ours b8 again (cached start)" 60 bench "$REPO" ours --batches=8 --steps=10
+peer_start compile_b8 compile 8
+peer_start compile_b32 compile 32
+item "ours b32 (cold compile; the peer's compiles beside it)" 170 bench "$REPO" ours --batches=32
+peer_finish compile_b8
+for variant in $VARIANTS; do
+  [[ -d $REPO/.carry/$variant ]] && item "$variant b8" 120 bench "$REPO/.carry/$variant" "$variant" --batches=8
+done
+item "ours b8 without convolutions in CUDA graphs" 100 \
+  bench "$REPO" ours_no_conv_graphs --batches=8 --set=cuda_graph_convolutions=False
+peer_finish compile_b32
 echo "=== results" | tee -a "$LOG"
-python3 - "$RESULTS" <<'EOF' 2>&1 | tee -a "$LOG"
-import json, sys
-for line in open(sys.argv[1]):
-  r = json.loads(line)
-  if r.get('step') == 'profile':
-    continue
-  peer = 'mode' in r
-  name = f"peer {r['mode']}" if peer else f"{r.get('label', 'ours')} {r['step']} {r['dtype']}"
-  if 'error' in r:
-    print(f"{name:<24} b{r['batch']}: {r['error'][:120]}")
-    continue
-  step_ms = 1e3 * r['step_s_median'] if peer else r['step_ms_median']
-  start_s = r['warmup_s'] if peer else r['lower_s'] + r['compile_s']
-  print(f"{name:<24} b{r['batch']:<3} {r['img_per_s']:8.1f} img/s {step_ms:7.1f} ms  compile/warm-up {start_s:6.1f} s")
-EOF
+python3 "$REPO/scripts/gpu_check_table.py" "$RESULTS" 2>&1 | tee -a "$LOG"

@@ -1,0 +1,65 @@
+"""Runs the PyTorch peer's benchmark with a gate between its warm-up and its timed steps.
+
+  python3 scripts/peer_gated.py --peer=.carry/torch_peer.py --mode=compile --batch=8 --gate=/tmp/gate \
+      --out=results.jsonl
+
+torch.compile's warm-up (minutes of CPU work) can then overlap our own XLA compile in `gpu_check.sh`, while the
+timed steps wait until `--gate` exists, so that no other GPU work runs beside them. Everything else is the peer's
+own `time_variant`; the wait is taken out of the reported warm-up time (and given as `gate_wait_s`).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import time
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--peer', required=True, help='Path of torch_peer.py.')
+  parser.add_argument('--mode', required=True)
+  parser.add_argument('--batch', type=int, required=True)
+  parser.add_argument('--hw', default='288x384')
+  parser.add_argument('--steps', type=int, default=15)
+  parser.add_argument('--warmup', type=int, default=3)
+  parser.add_argument('--gate', required=True, help='The timed steps start once this file exists.')
+  parser.add_argument('--gate_timeout', type=float, default=900.0)
+  parser.add_argument('--out', required=True)
+  args = parser.parse_args()
+
+  spec = importlib.util.spec_from_file_location('torch_peer', args.peer)
+  peer = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(peer)
+  torch = peer.torch
+  torch.backends.cudnn.benchmark = True  # As the peer's main() sets them.
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+
+  synchronize = torch.cuda.synchronize
+  waited = []
+
+  def synchronize_then_wait_once(*a, **kw):
+    synchronize(*a, **kw)
+    if not waited:  # The first synchronisation ends the warm-up.
+      print(f'warm-up done; waiting for {args.gate}', flush=True)
+      start = time.perf_counter()
+      while not os.path.exists(args.gate) and time.perf_counter() - start < args.gate_timeout:
+        time.sleep(0.05)
+      waited.append(time.perf_counter() - start)
+
+  torch.cuda.synchronize = synchronize_then_wait_once
+  height, width = map(int, args.hw.split('x'))
+  try:
+    record = peer.time_variant('resunetpp', args.batch, height, width, args.mode, args.steps, args.warmup)
+    record['warmup_s'] -= waited[0]
+    record['gate_wait_s'] = waited[0]
+  except Exception as error:  # pylint: disable=broad-except  # Reported in the results, as the peer does.
+    record = dict(model='resunetpp', mode=args.mode, batch=args.batch, error=repr(error)[:300])
+  line = json.dumps(record)
+  print(line, flush=True)
+  with open(args.out, 'a') as f:
+    f.write(line + '\n')
+
+
+if __name__ == '__main__':
+  main()
