@@ -281,33 +281,3 @@ def test_create_model_reads_config():
   config.dtype = 'float16'
   with pytest.raises(ValueError, match="config.dtype='float16'"):
     create_model(config, nnx.Rngs(0))
-
-
-@pytest.mark.parametrize('shape', [(2, 16, 24, 32), (2, 4, 6, 160), (3, 5, 7, 1), (1, 3, 3, 2048)])
-def test_reduce_pixels_equals_the_plain_reductions(shape):
-  x = jax.random.normal(jax.random.key(0), shape)
-  np.testing.assert_allclose(layers.reduce_pixels(x, jnp.sum), jnp.sum(x, axis=(0, 1, 2)), rtol=1e-5, atol=1e-4)
-  np.testing.assert_array_equal(layers.reduce_pixels(x, jnp.max, keep_batch=True), jnp.max(x, axis=(1, 2)))
-
-
-@pytest.mark.parametrize('dtype,tolerance', [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
-def test_batch_norm_matches_flax_batch_norm(dtype, tolerance):
-  shape = (2, 8, 12, 48)
-  x = (jax.random.normal(jax.random.key(0), shape) * 3 + 1.5).astype(dtype)
-  ours = layers.BatchNorm(48, momentum=0.9, epsilon=1e-3, dtype=dtype, rngs=nnx.Rngs(0))
-  flax_bn = nnx.BatchNorm(48, momentum=0.9, epsilon=1e-3, dtype=dtype, rngs=nnx.Rngs(0))
-  for bn in (ours, flax_bn):
-    bn.scale[...] = jnp.linspace(0.5, 2.0, 48)
-    bn.bias[...] = jnp.linspace(-1.0, 1.0, 48)
-
-  def loss(bn, x):
-    return jnp.sum(jnp.sin(bn(x).astype(jnp.float32)))
-
-  (y_ours, g_ours), (y_flax, g_flax) = (nnx.value_and_grad(loss, argnums=1)(bn, x) for bn in (ours, flax_bn))
-  np.testing.assert_allclose(y_ours, y_flax, rtol=tolerance)
-  np.testing.assert_allclose(np.asarray(g_ours, np.float32), np.asarray(g_flax, np.float32), atol=tolerance)
-  np.testing.assert_allclose(ours.mean[...], flax_bn.mean[...], rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(ours.var[...], flax_bn.var[...], rtol=1e-5)
-  ours.eval()
-  flax_bn.eval()
-  np.testing.assert_allclose(ours(x), flax_bn(x), rtol=tolerance, atol=tolerance)

@@ -16,55 +16,8 @@ BN_EPSILON = 1e-3
 KERNEL_INIT = nnx.initializers.glorot_uniform()
 
 
-# Reductions over the pixels of an NHWC tensor run on a (rows, _FOLD_WIDTH) view (see `reduce_pixels`).
-_FOLD_WIDTH = 1024
-
-
-def reduce_pixels(x: jax.Array, reducer, keep_batch: bool = False) -> jax.Array:
-  """`reducer` (jnp.sum or jnp.max) of NHWC `x` over H, W (and N unless `keep_batch`), per channel.
-
-  Why: reduced as (pixels, C), a 32-channel tensor is a column reduction only 32 wide, which XLA:GPU ran at
-  a fraction of memory bandwidth (80-90 us for 57 MB on an H200, scripts/PERF.md). Folding k consecutive
-  pixels into the row, (pixels / k, k * C) with k * C <= 1024, is a free reshape of the row-major array;
-  the k partial results are then reduced on a tiny (k, C) array.
-  """
-  n, h, w, c = x.shape
-  pixels = h * w if keep_batch else n * h * w
-  fold = 1
-  while 2 * fold * c <= _FOLD_WIDTH and pixels % (2 * fold) == 0:
-    fold *= 2
-  lead = (n,) if keep_batch else ()
-  partial = reducer(x.reshape(lead + (pixels // fold, fold * c)), axis=-2)
-  return reducer(partial.reshape(lead + (fold, c)), axis=-2)
-
-
-class BatchNorm(nnx.BatchNorm):
-  """nnx.BatchNorm over NHWC whose training-mode statistics use `reduce_pixels`.
-
-  Same variables, defaults and arithmetic as nnx.BatchNorm (float32 statistics with E[x^2] - E[x]^2);
-  only the order of the float32 sums differs.
-  """
-
-  def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-    use_running_average = self.use_running_average if use_running_average is None else use_running_average
-    if use_running_average or x.ndim != 4:
-      return super().__call__(x, use_running_average=use_running_average)
-    dtype = self.dtype or x.dtype
-    x = x.astype(dtype)
-    x32 = x.astype(jnp.promote_types(dtype, jnp.float32))
-    count = x.size // x.shape[-1]
-    mean = reduce_pixels(x32, jnp.sum) / count
-    var = jnp.maximum(0.0, reduce_pixels(x32 * x32, jnp.sum) / count - mean * mean)
-    self.mean[...] = jax.lax.stop_gradient(self.momentum * self.mean[...] + (1 - self.momentum) * mean)
-    self.var[...] = jax.lax.stop_gradient(self.momentum * self.var[...] + (1 - self.momentum) * var)
-    # As nnx.BatchNorm: input, scale and bias in the compute dtype, float32 statistics, so the arithmetic is
-    # float32 until the result is cast back.
-    scale, bias = self.scale[...].astype(dtype), self.bias[...].astype(dtype)
-    return ((x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias).astype(dtype)
-
-
-def batch_norm(num_features: int, dtype: Any, rngs: nnx.Rngs, momentum: float = BN_MOMENTUM) -> BatchNorm:
-  return BatchNorm(num_features, momentum=momentum, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
+def batch_norm(num_features: int, dtype: Any, rngs: nnx.Rngs, momentum: float = BN_MOMENTUM) -> nnx.BatchNorm:
+  return nnx.BatchNorm(num_features, momentum=momentum, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
 
 
 def conv(in_features: int, out_features: int, kernel_size: int, *, strides: int = 1, use_bias: bool = True,
@@ -107,8 +60,7 @@ class ChannelAttention(nnx.Module):
     self.max_mlp = BottleneckMlp(channels, hidden, dtype=dtype, rngs=rngs)
 
   def __call__(self, y: jax.Array) -> jax.Array:
-    mean = reduce_pixels(y.astype(jnp.float32), jnp.sum, keep_batch=True) / (y.shape[1] * y.shape[2])
-    gate = self.avg_mlp(mean.astype(y.dtype)) + self.max_mlp(reduce_pixels(y, jnp.max, keep_batch=True))
+    gate = self.avg_mlp(jnp.mean(y, axis=(1, 2))) + self.max_mlp(jnp.max(y, axis=(1, 2)))
     return y * jax.nn.sigmoid(gate)[:, None, None, :]
 
 
