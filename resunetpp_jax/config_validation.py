@@ -79,8 +79,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   if config.plateau_factor <= 1:
     raise ConfigError(f'config.plateau_factor={config.plateau_factor!r} must be > 1 (the learning rate is '
                       'divided by it).')
-  if not isinstance(config.cuda_graph_convolutions, bool):
-    raise ConfigError(f'config.cuda_graph_convolutions={config.cuda_graph_convolutions!r} must be True or False.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError('config.num_epochs or config.num_train_steps must be positive.')
   if config.eval_every_steps == 0 or config.eval_every_steps < -1:

@@ -59,7 +59,4 @@ def get_default_config() -> ml_collections.ConfigDict:
 
   # --- Runtime -------------------------------------------------------------
   c.compilation_cache_dir = '~/.cache/resunetpp_jax/xla'  # '' disables the persistent cache.
-  # On GPUs, record cuDNN convolutions into XLA's CUDA graphs too, so that a step is a few graph launches
-  # instead of ~700 separate ones (scripts/PERF.md). False if a driver refuses to capture them.
-  c.cuda_graph_convolutions = True
   return c

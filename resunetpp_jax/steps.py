@@ -18,10 +18,6 @@ from resunetpp_jax import sharding
 from resunetpp_jax import train_state as train_state_lib
 
 _DICE_EPS = 1e-7
-# XLA:GPU's default command-buffer (CUDA graph) contents (xla/debug_options_flags.cc), plus CONVOLUTION.
-# Without it every cuDNN convolution ends a graph: a train step launched ~300 convolutions and ~160 graphs,
-# one at a time from the host.
-_COMMAND_BUFFERS_WITH_CONVOLUTIONS = 'FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION'
 
 
 def _inputs(batch):
@@ -100,33 +96,24 @@ def dice_loss_from_sums(sums: dict[str, Any]) -> float:
   return total
 
 
-def compiler_options(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, str] | None:
-  """XLA options for the steps: convolutions inside CUDA graphs on GPUs (config.cuda_graph_convolutions)."""
-  if config.cuda_graph_convolutions and mesh.devices.flat[0].platform == 'gpu':
-    return {'xla_gpu_enable_command_buffer': _COMMAND_BUFFERS_WITH_CONVOLUTIONS}
-  return None
-
-
 def jit_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
   """The train step compiled for `mesh`, donating the old state."""
   step = functools.partial(train_step, graphdef, loss_name=config.loss, head_l2=config.head_l2)
   repl = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=(repl, repl),
-                 donate_argnums=0, compiler_options=compiler_options(config, mesh))
+                 donate_argnums=0)
 
 
-def jit_eval_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
+def jit_eval_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
   repl = sharding.replicated(mesh)
   return jax.jit(functools.partial(eval_step, graphdef),
-                 in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=repl,
-                 compiler_options=compiler_options(config, mesh))
+                 in_shardings=(repl, sharding.batch_sharded(mesh)), out_shardings=repl)
 
 
-def jit_predict_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
+def jit_predict_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh):
   batch = sharding.batch_sharded(mesh)
   return jax.jit(functools.partial(predict_step, graphdef),
-                 in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch,
-                 compiler_options=compiler_options(config, mesh))
+                 in_shardings=(sharding.replicated(mesh), batch), out_shardings=batch)
 
 
 def batch_spec(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:

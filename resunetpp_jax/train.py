@@ -123,8 +123,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = monitoring.Progress(total_steps, step, steps_per_epoch, enabled=is_chief)
 
   train_step = steps.jit_train_step(config, graphdef, mesh)
-  eval_step = steps.jit_eval_step(config, graphdef, mesh)
-  predict_step = steps.jit_predict_step(config, graphdef, mesh)
+  eval_step = steps.jit_eval_step(graphdef, mesh)
+  predict_step = steps.jit_predict_step(graphdef, mesh)
   start = time.perf_counter()
   compiled_train_step = train_step.lower(state, steps.batch_spec(config, mesh)).compile()
   logging.info('Train step compiled (or loaded from the cache) in %.1f s.', time.perf_counter() - start)

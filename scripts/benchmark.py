@@ -56,7 +56,7 @@ _OUT = flags.DEFINE_string('out', '', 'Append one JSON line per measurement to t
 _LABEL = flags.DEFINE_string('label', 'ours', 'Names this run in the JSON lines (e.g. baseline).')
 _SET = flags.DEFINE_multi_string(
     'set', [], 'A config override KEY=VALUE (a Python literal or a bare string), e.g. '
-    '--set=cuda_graph_convolutions=False; repeatable. Recorded in the JSON lines.')
+    '--set=deep_supervision=False; repeatable. Recorded in the JSON lines.')
 _CACHE_DIR = flags.DEFINE_string(
     'compilation_cache_dir', default_config.get_default_config().compilation_cache_dir,
     "Persistent compilation cache ('' disables it); a fresh folder measures a cold compile.")
@@ -256,7 +256,7 @@ def profile(run_step) -> dict:
 def measure_eval(config, mesh) -> dict:
   graphdef, state = train_state.create_train_state(config, mesh, total_steps=1)
   batch = _random_batch(config, mesh, with_weight=True)
-  compiled, record = _compile(steps.jit_eval_step(config, graphdef, mesh), state, batch)
+  compiled, record = _compile(steps.jit_eval_step(graphdef, mesh), state, batch)
   start = time.perf_counter()
   jax.block_until_ready(compiled(state, batch))
   record['first_step_s'] = time.perf_counter() - start

@@ -1,6 +1,4 @@
-"""The step functions' interface: the train state's form and the XLA options the steps compile with."""
-import types
-
+"""The step functions' interface: the train state's form."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,16 +34,3 @@ def test_train_state_holds_arrays_only_and_merges_back():
   structure = jax.tree.structure(state)
   new_state, _ = step(state, batch)
   assert jax.tree.structure(new_state) == structure
-
-
-def test_command_buffer_option_is_gpu_only_and_valid_for_xla():
-  config = _tiny_config()
-  assert steps.compiler_options(config, sharding.create_mesh()) is None  # CPU here.
-  gpu_mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform='gpu')]))
-  assert 'CONVOLUTION' in steps.compiler_options(config, gpu_mesh)['xla_gpu_enable_command_buffer']
-  config.cuda_graph_convolutions = False
-  assert steps.compiler_options(config, gpu_mesh) is None
-  # Every command-buffer name must be one this XLA knows, or every GPU compile would fail.
-  options = {'xla_gpu_enable_command_buffer': steps._COMMAND_BUFFERS_WITH_CONVOLUTIONS}  # pylint: disable=protected-access
-  compiled = jax.jit(lambda x: 2 * x).lower(jnp.ones(3)).compile(compiler_options=options)
-  np.testing.assert_array_equal(compiled(jnp.ones(3)), 2 * np.ones(3))
