@@ -10,8 +10,10 @@ drawn online per example per epoch; `epoch_multiplier=26` reproduces the origina
 The validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20).
 
 Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the step
-rates measured on an H200 (scripts/PERF.md) that is about 12 h in float32, or 7 h with --config.dtype=bfloat16,
-if the input pipeline keeps up (it needs ~10 CPU cores for the original augmentation at that rate).
+rates measured on an H200 (scripts/PERF.md: 121 img/s in float32, 260 in bf16 back to back) that is about 12 h in
+float32, or 5.5 h with --config.dtype=bfloat16. The input pipeline makes ~60 images/s per worker core with the
+original augmentation (PERF.md), so the 8 workers below feed the bf16 step with room to spare; lower
+--config.num_workers on a host with fewer cores.
 Expected result: not yet measured with this code (no full run has been made).
 """
 from resunetpp_jax import default_config
@@ -29,4 +31,5 @@ def get_config():
   config.num_epochs = 250
   config.learning_rate = 1e-5
   config.loss = 'dice'
+  config.num_workers = 8
   return config

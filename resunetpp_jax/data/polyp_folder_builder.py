@@ -1,8 +1,9 @@
 """Base TFDS builder for polyp datasets downloaded by the user (manual_dir).
 
-Images are decoded once, at preparation, and stored as lossless PNG of their
-RGB pixels at original size (TIFF and JPEG decoding quirks never reach
-training); masks are stored binarized as 0/255 PNG. Splits:
+Images are decoded once, at preparation, and stored as their RGB pixels at
+original size (`features.polyp_features`: TIFF and JPEG decoding quirks never
+reach training, and reading costs no decode); masks are stored binarized as
+0/255 PNG. Splits:
   train / valid / test: 80/10/10 at random with seed 42 (see
     `paired_folders.seeded_split`), as the original project split;
   pranet_train / pranet_test: the PraNet benchmark's lists, where the dataset
@@ -23,6 +24,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from resunetpp_jax.data import features
+from resunetpp_jax.data import image_io
 from resunetpp_jax.data import paired_folders
 
 
@@ -37,8 +39,11 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
                          skip_registration=True):
   """Prepares a polyp dataset from a folder in one of `LAYOUTS`."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'Images stored decoded (RGB bytes) instead of PNG: no decode when reading.',
+  }
   DATASET_NAME = ''  # As people write it, for messages.
   # Where to download, ending with which folder to pass as manual_dir.
   MANUAL_DOWNLOAD_INSTRUCTIONS = ''
@@ -126,11 +131,10 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
   def _generate_examples(self, checked: list[paired_folders.CheckedPair]):
     for item in checked:
       name = item.pair.name
-      with open(paired_folders.staged_path(
-          self._staging.name, name, 'image'), 'rb') as f:
-        image_png = f.read()
+      image = image_io.read_image(paired_folders.staged_path(
+          self._staging.name, name, 'image'))
       with open(paired_folders.staged_path(
           self._staging.name, name, 'mask'), 'rb') as f:
         mask_png = f.read()
-      yield name, {'image': image_png, 'mask': mask_png, 'name': name,
+      yield name, {'image': image, 'mask': mask_png, 'name': name,
                    'height': item.height, 'width': item.width}

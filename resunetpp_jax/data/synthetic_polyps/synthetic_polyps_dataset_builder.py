@@ -24,8 +24,11 @@ SPLIT_IDS = {'train': 0, 'valid': 1, 'test': 2}
 class SyntheticPolyps(tfds.core.GeneratorBasedBuilder):
   """Procedural colonoscopy-like frames with polyp masks."""
 
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('2.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'Initial release.',
+      '2.0.0': 'Images stored decoded (RGB bytes) instead of PNG, as every polyp builder.',
+  }
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
