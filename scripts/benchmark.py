@@ -10,7 +10,9 @@ It times the code `main` runs, not a copy: the state comes from
 `steps.jit_eval_step`, compiled with `.lower(...).compile()` as `train.py` does,
 and batches go through `sharding.global_batch` as uint8. Step times are medians
 over `--steps` steps after `--warmup`, each step synchronised with
-`block_until_ready`. The persistent compilation cache is on (as in training):
+`block_until_ready`; `dispatch_ms_median` is how long the host took to hand a
+step to the device, and `pipelined_img_per_s` the rate of steps launched back to
+back (what the training loop gets). The persistent compilation cache is on (as in training):
 run the same command twice and the second run's compile time shows the cache hit
 (`cache_entries_added` is 0 then). One JSON line per measurement goes to `--out`;
 a table goes to stdout. A benchmark, not a test.
