@@ -28,7 +28,10 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
                        ) -> tuple[nnx.GraphDef, TrainState]:
   """Initial weights from the host (the same on every host, given the seed), replicated on `mesh`."""
   model = initialization.create_initialized_model(config)
-  optimizer = nnx.Optimizer(model, optimizer_lib.create_optimizer(config, total_steps), wrt=nnx.Param)
+  tx = optimizer_lib.create_optimizer(config, total_steps)
+  # Under jit: run eagerly, optax's init is ~900 tiny computations, each compiled on the spot (5.3 s here, 2.3 s
+  # as one jitted function); the values are the same.
+  optimizer = nnx.jit(lambda model: nnx.Optimizer(model, tx, wrt=nnx.Param))(model)
   graphdef = nnx.graphdef((model, optimizer))
   replicated = sharding.replicated(mesh)
   return graphdef, jax.tree.map(

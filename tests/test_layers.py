@@ -281,3 +281,28 @@ def test_create_model_reads_config():
   config.dtype = 'float16'
   with pytest.raises(ValueError, match="config.dtype='float16'"):
     create_model(config, nnx.Rngs(0))
+
+
+@pytest.mark.parametrize('dtype,tolerance', [(jnp.float32, 1e-6), (jnp.bfloat16, 1e-2)])
+def test_batch_norm_matches_flax_batch_norm(dtype, tolerance):
+  """Our BatchNorm only traces faster: outputs, gradients and running statistics are Flax's."""
+  x = (jax.random.normal(jax.random.key(0), (2, 8, 12, 48)) * 3 + 1.5).astype(dtype)
+  ours = layers.BatchNorm(48, momentum=0.9, epsilon=EPSILON, dtype=dtype, rngs=nnx.Rngs(0))
+  flax_bn = nnx.BatchNorm(48, momentum=0.9, epsilon=EPSILON, dtype=dtype, rngs=nnx.Rngs(0))
+  for bn in (ours, flax_bn):
+    bn.scale[...] = jnp.linspace(0.5, 2.0, 48)
+    bn.bias[...] = jnp.linspace(-1.0, 1.0, 48)
+
+  def loss(bn, x):
+    return jnp.sum(jnp.sin(bn(x).astype(jnp.float32)))
+
+  (loss_ours, grad_ours), (loss_flax, grad_flax) = (
+      nnx.value_and_grad(loss, argnums=1)(bn, x) for bn in (ours, flax_bn))
+  np.testing.assert_allclose(loss_ours, loss_flax, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad_ours, np.float32), np.asarray(grad_flax, np.float32), atol=tolerance)
+  np.testing.assert_allclose(ours.mean[...], flax_bn.mean[...], rtol=1e-6)
+  np.testing.assert_allclose(ours.var[...], flax_bn.var[...], rtol=1e-6)
+  assert not np.allclose(ours.mean[...], 0.0)  # The running statistics moved.
+  ours.eval()
+  flax_bn.eval()
+  np.testing.assert_array_equal(ours(x), flax_bn(x))

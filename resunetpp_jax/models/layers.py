@@ -16,8 +16,34 @@ BN_EPSILON = 1e-3
 KERNEL_INIT = nnx.initializers.glorot_uniform()
 
 
-def batch_norm(num_features: int, dtype: Any, rngs: nnx.Rngs, momentum: float = BN_MOMENTUM) -> nnx.BatchNorm:
-  return nnx.BatchNorm(num_features, momentum=momentum, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
+class BatchNorm(nnx.BatchNorm):
+  """nnx.BatchNorm over the last axis, with the same arithmetic, that traces faster in training mode.
+
+  Why: Flax writes the running statistics with `self.mean[...] = ...`, whose check of the new value's
+  `sharding` makes every JAX tracer build an error message by walking the whole trace: 5.8 of the 20 s
+  that tracing the train step took here (121 BatchNorms, 2 writes each). `set_value` replaces the value
+  without that check (and without the scatter that the indexed write traces to). The formulas are Flax's:
+  float32 statistics as E[x^2] - E[x]^2, normalisation in float32, the result in the compute dtype; results
+  agree with nnx.BatchNorm to float32 rounding.
+  """
+
+  def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+    use_running_average = self.use_running_average if use_running_average is None else use_running_average
+    if use_running_average:
+      return super().__call__(x, use_running_average=True)
+    axes = tuple(range(x.ndim - 1))
+    x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]), dtype=self.dtype)
+    x32 = jnp.asarray(x, jnp.promote_types(self.dtype or x.dtype, jnp.float32))
+    mean = x32.mean(axes)
+    var = jnp.maximum(0.0, jax.lax.square(x32).mean(axes) - jax.lax.square(mean))
+    self.mean.set_value(jax.lax.stop_gradient(self.momentum * self.mean[...] + (1 - self.momentum) * mean))
+    self.var.set_value(jax.lax.stop_gradient(self.momentum * self.var[...] + (1 - self.momentum) * var))
+    y = (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return jnp.asarray(y, self.dtype or y.dtype)
+
+
+def batch_norm(num_features: int, dtype: Any, rngs: nnx.Rngs, momentum: float = BN_MOMENTUM) -> BatchNorm:
+  return BatchNorm(num_features, momentum=momentum, epsilon=BN_EPSILON, dtype=dtype, rngs=rngs)
 
 
 def conv(in_features: int, out_features: int, kernel_size: int, *, strides: int = 1, use_bias: bool = True,
