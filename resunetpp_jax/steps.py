@@ -1,8 +1,9 @@
 """The jitted training and evaluation steps: the code the trainer and the benchmark both run.
 
 The state is the pure-dict NNX state of (model, optimizer) (`train_state`),
-replicated over the mesh; the batch is sharded on its 'data' axis. Images arrive as uint8 and are scaled to
-[0, 1] on the device (a quarter of the host-to-device traffic of float32).
+replicated over the mesh; the batch is sharded on its 'data' axis. Images
+arrive as uint8 and are scaled to [0, 1] on the device (a quarter of the
+host-to-device traffic of float32).
 """
 import functools
 from typing import Any
@@ -57,7 +58,8 @@ def train_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch:
   return train_state_lib.pure_state(model, optimizer), sums
 
 
-def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState,
+              batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """Inference-mode metric sums, with padded examples (weight 0) left out.
 
   Besides the thresholded counts it sums each head's soft Dice terms, so the
@@ -79,7 +81,8 @@ def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: 
   return sums
 
 
-def predict_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: dict[str, jax.Array]) -> jax.Array:
+def predict_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState,
+                 batch: dict[str, jax.Array]) -> jax.Array:
   """Foreground probabilities of the last head, in inference mode."""
   model, _ = nnx.merge(graphdef, state)
   model.eval()

@@ -68,7 +68,7 @@ _HLO_DIR = flags.DEFINE_string(
     'hlo_dir', '', 'Write the optimised HLO of each freshly compiled train step here (gzipped text).')
 
 
-def _config(batch_size: int, dtype: str):
+def _config(batch_size: int, dtype: str, overrides: dict[str, Any]):
   config = default_config.get_default_config()
   height, width = (int(s) for s in _HW.value.lower().split('x'))
   config.image_size = (height, width)
@@ -77,15 +77,18 @@ def _config(batch_size: int, dtype: str):
   if _FILTERS.value:
     config.filters = tuple(int(f) for f in _FILTERS.value)
   config.compilation_cache_dir = _CACHE_DIR.value
-  for key, value in _overrides().items():
-    config[key] = value
+  config.update(overrides)
   return config
 
 
 def _overrides() -> dict[str, Any]:
+  """--set's KEY=VALUE pairs; a key the config does not have is an error, not a silently added key."""
+  known = default_config.get_default_config()
   overrides = {}
   for item in _SET.value:
     key, _, text = item.partition('=')
+    if key not in known:
+      raise app.UsageError(f'--set={item}: the config has no key {key!r} (README.md, "Configuration").')
     try:
       overrides[key] = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -308,12 +311,12 @@ def main(argv):
   compilation_cache.enable(_CACHE_DIR.value)
   mesh = sharding.create_mesh()
   device = jax.local_devices()[0]
-  common = {'label': _LABEL.value, 'device': device.device_kind, 'num_devices': jax.device_count(), 'jax': jax.__version__,
-            'hw': _HW.value, 'date': time.strftime('%Y-%m-%d'), 'overrides': _SET.value}
-  records, profiled = [], None
+  common = {'label': _LABEL.value, 'device': device.device_kind, 'num_devices': jax.device_count(),
+            'jax': jax.__version__, 'hw': _HW.value, 'date': time.strftime('%Y-%m-%d'), 'overrides': _SET.value}
+  records, profiled, overrides = [], None, _overrides()
   for dtype in _DTYPES.value:
     for batch_size in (int(b) for b in _BATCHES.value):
-      config = _config(batch_size, dtype)
+      config = _config(batch_size, dtype, overrides)
       base = dict(common, dtype=dtype, batch=batch_size, filters=list(config.filters))
       measured, run_step = measure_train(config, mesh, is_first=not records)
       records.append(dict(base, step='train', **measured))
@@ -329,6 +332,7 @@ def main(argv):
     _print_kernel_summary(profiled)
   print(f'{common["device"]}, {_HW.value}, median of {_STEPS.value} synchronised steps')
   print(_table(records))
+
 
 if __name__ == '__main__':
   app.run(main)

@@ -157,32 +157,6 @@ def read_mask(path) -> np.ndarray:
   return inspect_mask(path)[0]
 
 
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-
-
-def is_plain_rgb_png(data: bytes) -> bool:
-  """Whether `data` is a PNG of 8-bit RGB without transparency.
-
-  Such files decode to exactly the RGB pixels `read_image` returns, with any
-  decoder, so they can be stored as they are instead of being re-encoded.
-  """
-  if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b'IHDR':
-    return False
-  bit_depth, colour_type = data[24], data[25]
-  if (bit_depth, colour_type) != (8, 2):
-    return False
-  position = len(_PNG_SIGNATURE)
-  while position + 8 <= len(data):
-    length = int.from_bytes(data[position:position + 4], 'big')
-    chunk = data[position + 4:position + 8]
-    if chunk == b'tRNS':
-      return False
-    if chunk == b'IDAT':
-      return True
-    position += 12 + length
-  return False
-
-
 def encode_png(array: np.ndarray) -> bytes:
   """Losslessly encodes uint8 (H, W), (H, W, 1) or RGB (H, W, 3) as PNG."""
   if array.ndim == 3 and array.shape[-1] == 3:

@@ -139,10 +139,7 @@ def list_pairs(root: str, layout: Layout):
 
 
 def check_pair(pair: Pair, stage_dir: str) -> CheckedPair:
-  """Decodes a pair, checks it and writes its PNGs to stage_dir/<name>.*.
-
-  An image that already is an 8-bit RGB PNG is staged byte for byte.
-  """
+  """Decodes a pair, checks it and stages it in stage_dir (`staged_path`)."""
   image, image_notes = image_io.inspect_image(pair.image_path)
   mask, mask_notes = image_io.inspect_mask(pair.mask_path)
   if image.shape[:2] != mask.shape:
@@ -151,12 +148,7 @@ def check_pair(pair: Pair, stage_dir: str) -> CheckedPair:
         f' {pair.image_path} is {image.shape[1]}x{image.shape[0]} (WxH). Fix'
         ' or remove this pair.')
   digest = hashlib.sha256(image.tobytes() + repr(image.shape).encode())
-  with open(pair.image_path, 'rb') as f:
-    image_png = f.read()
-  if image_notes or not image_io.is_plain_rgb_png(image_png):
-    image_png = image_io.encode_png(image)
-  with open(staged_path(stage_dir, pair.name, 'image'), 'wb') as f:
-    f.write(image_png)
+  np.save(staged_path(stage_dir, pair.name, 'image'), image)
   with open(staged_path(stage_dir, pair.name, 'mask'), 'wb') as f:
     f.write(image_io.encode_png(mask.astype(np.uint8) * 255))
   return CheckedPair(pair, image.shape[0], image.shape[1], digest.hexdigest(),
@@ -164,7 +156,8 @@ def check_pair(pair: Pair, stage_dir: str) -> CheckedPair:
 
 
 def staged_path(stage_dir: str, name: str, kind: str) -> str:
-  return os.path.join(stage_dir, f'{name}.{kind}.png')
+  """The decoded image as .npy (stored as is) and the mask as the PNG the dataset stores."""
+  return os.path.join(stage_dir, f'{name}.{kind}.{"npy" if kind == "image" else "png"}')
 
 
 def check_pairs(pairs, stage_dir: str) -> list[CheckedPair]:

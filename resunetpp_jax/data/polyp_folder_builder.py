@@ -21,10 +21,10 @@ import os
 import tempfile
 
 from absl import logging
+import numpy as np
 import tensorflow_datasets as tfds
 
 from resunetpp_jax.data import features
-from resunetpp_jax.data import image_io
 from resunetpp_jax.data import paired_folders
 
 
@@ -131,7 +131,7 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
   def _generate_examples(self, checked: list[paired_folders.CheckedPair]):
     for item in checked:
       name = item.pair.name
-      image = image_io.read_image(paired_folders.staged_path(
+      image = np.load(paired_folders.staged_path(
           self._staging.name, name, 'image'))
       with open(paired_folders.staged_path(
           self._staging.name, name, 'mask'), 'rb') as f:
