@@ -9,9 +9,9 @@ random with seed 42 as the original did (800/100/100). Augmentation: the origina
 drawn online per example per epoch; `epoch_multiplier=26` reproduces the original's epoch length (26 x 800 images).
 The validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20).
 
-Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the step
-rates measured on an H200 (scripts/PERF.md: 121 img/s in float32, 260 in bf16 back to back) that is about 12 h in
-float32, or 5.5 h with --config.dtype=bfloat16. The input pipeline makes ~60 images/s per worker core with the
+Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the bf16
+step rate measured on an H200 (scripts/PERF.md: 260 img/s back to back at batch 8) that is about 5.5 h with
+--config.dtype=bfloat16; float32 ran at about half the bf16 rate (PERF.md, call A). The input pipeline makes ~60 images/s per worker core with the
 original augmentation (PERF.md), so the 8 workers below feed the bf16 step with room to spare; lower
 --config.num_workers on a host with fewer cores.
 Expected result: not yet measured with this code (no full run has been made).
