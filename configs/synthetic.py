@@ -8,7 +8,7 @@ by a TFDS builder and read through the same grain pipeline as the real datasets.
 The model is the full nested architecture at a quarter of the width, on 64x64
 images.
 
-Expected (2 CPU cores, 2026-11-27): 240 steps in about 6 minutes, data
+Expected (2 CPU cores, 2026-11-27): 240 steps in 6-7 minutes, data
 generation and compile included; validation Dice 0.89 at step 60, 0.965 at
 step 240.
 """
