@@ -31,6 +31,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import statistics
 from typing import Any, Callable
 
@@ -169,9 +170,10 @@ def _summary(timed: tuple[list[float], list[float]], batch_size: int) -> dict[st
 def _category(kernel: str, hlo_op: str) -> str:
   """A coarse bucket for a device kernel: convolutions (cuDNN), matrix products, or XLA's own fusions."""
   name = f'{kernel} {hlo_op}'.lower()
-  if any(k in name for k in ('conv', 'cudnn', 'fprop', 'dgrad', 'wgrad', 'xmma')):
+  # XLA names fusions after their ops ('loop_convert_fusion'): 'conv' alone would count type conversions.
+  if re.search(r'conv(?!ert)|cudnn|fprop|dgrad|wgrad|xmma', name):
     return 'convolution'
-  if any(k in name for k in ('gemm', 'cublas', 'cutlass', 'dot')):
+  if any(k in name for k in ('gemm', 'cublas', 'cutlass', 'nvjet', 'dot')):
     return 'matmul'
   if 'reduce' in name:
     return 'reduction fusion'

@@ -14,8 +14,8 @@
 # so a run stopped at its time limit still returns what it measured. GPU_CHECK_SECONDS (default 540) is the
 # budget of the whole script: each item runs with what is left and is skipped when too little is. All of our
 # runs share one compilation cache, so later variants reuse the cuDNN/GEMM autotuning of the first.
-# torch.compile's warm-up (minutes of CPU) runs in the background from the start, on the upper half of the CPU
-# cores; everything timed runs on the lower half. Its timed steps wait for a gate and run alone
+# torch.compile's warm-up (minutes of CPU) runs in the background on the upper half of the CPU cores; everything
+# timed runs on the lower half. Its timed steps wait for a gate and run alone
 # (scripts/peer_gated.py).
 # BENCH_FLAGS is appended to every benchmark command: a dry run on a CPU (the peer is skipped without CUDA):
 #   OUT=/tmp/gpu_check BENCH_FLAGS='--hw=64x64 --filters=8,16,32,64,128 --steps=2 --warmup=1' \
@@ -122,12 +122,13 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export -f bench has_cuda_torch peer setup
 
 item setup 60 setup
-# torch.compile of the peer's step took over 4.5 minutes of CPU on the H200 host (2026-11-26): it starts first and
-# compiles in the background; only its timed steps wait for the GPU to be free.
-peer_start compile_b8 compile 8
-peer_start compile_b32 compile 32
 item "peer amp_cl b8" 90 peer --modes amp_cl --batches 8 --steps 20 --warmup 3
 item "peer amp_cl b32" 120 peer --modes amp_cl --batches 32 --steps 20 --warmup 3
+# torch.compile's warm-up took 240 s (batch 8) on 4 threads on the H100 host (2026-11-27): it compiles in the
+# background while ours run, and only its timed steps wait for the GPU to be free. It starts after the peer's eager
+# batch 32 (60 GiB): started beside it, its first compiled step ran out of memory on the H100.
+peer_start compile_b8 compile 8
+peer_start compile_b32 compile 32
 item "ours b8 (cold compile, profile)" 170 \
   bench "$REPO" ours --batches=8 --profile_dir=/tmp/profile_ours --hlo_dir=/tmp/hlo
 save_artifacts 2>&1 | tee -a "$LOG"
