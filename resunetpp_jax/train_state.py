@@ -32,10 +32,9 @@ def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mes
   # Under jit: run eagerly, optax's init is ~900 tiny computations, each compiled on the spot (5.3 s here, 2.3 s
   # as one jitted function); the values are the same.
   optimizer = nnx.jit(lambda model: nnx.Optimizer(model, tx, wrt=nnx.Param))(model)
-  graphdef, state = nnx.split((model, optimizer))
   replicated = sharding.replicated(mesh)
-  return graphdef, jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(replicated, np.asarray(x)), nnx.to_pure_dict(state))
+  return nnx.graphdef((model, optimizer)), jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(replicated, np.asarray(x)), pure_state(model, optimizer))
 
 
 def abstract_like(state: TrainState) -> TrainState:

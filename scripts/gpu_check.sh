@@ -28,7 +28,7 @@ LOG=$OUT/log.txt
 RESULTS=$OUT/results.jsonl
 CACHE=/tmp/resunetpp_xla_cache
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
-VARIANTS=${GPU_CHECK_VARIANTS:-baseline}
+VARIANTS=${GPU_CHECK_VARIANTS-baseline}  # Set but empty: no variants.
 export PYTHONUNBUFFERED=1 BENCH_FLAGS=${BENCH_FLAGS:-}
 mkdir -p "$OUT"
 
@@ -57,19 +57,15 @@ bench() {  # bench PACKAGE_DIR LABEL FLAGS...: our benchmark script on the packa
     --compilation_cache_dir="$CACHE" --noeval --dtypes=bfloat16 "$@" ${BENCH_FLAGS:-}
 }
 
-has_cuda_torch() {
-  python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null
-}
-
 peer() {  # The peer's own command line, for measurements that run alone.
-  has_cuda_torch || { echo "skipped: python3 has no torch with CUDA"; return; }
+  ((HAS_CUDA_TORCH)) || { echo "skipped: python3 has no torch with CUDA"; return; }
   python3 "$REPO/.carry/torch_peer.py" --models resunetpp --out "$RESULTS" "$@"
 }
 
 # peer_start NAME MODE BATCH: the peer in the background, compiling while our items run; its timed steps wait
 # for the gate that peer_finish opens (scripts/peer_gated.py), so they never share the GPU with ours.
 peer_start() {
-  has_cuda_torch || { echo "=== peer $1: skipped, python3 has no torch with CUDA" | tee -a "$LOG"; return; }
+  ((HAS_CUDA_TORCH)) || { echo "=== peer $1: skipped, python3 has no torch with CUDA" | tee -a "$LOG"; return; }
   echo "=== peer $1 started in the background ($(date +%T))" | tee -a "$LOG"
   # shellcheck disable=SC2086  # BACKGROUND is a command prefix.
   TORCHINDUCTOR_COMPILE_THREADS=$COMPILE_THREADS timeout -k 10 600 $BACKGROUND python3 "$REPO/scripts/peer_gated.py" \
@@ -92,7 +88,7 @@ peer_finish() {  # peer_finish NAME: opens the gate and waits for the peer (unti
 setup() {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
     --format=csv
-  nproc
+  echo "CPU cores: $CORES (timed items run on ${FOREGROUND:-all of them})"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     "$REPO"/.whl/*.whl
   PYTHONPATH=/tmp/site python3 -c 'import jax, flax, optax, ml_collections
@@ -116,10 +112,13 @@ if command -v taskset >/dev/null && ((CORES >= 4)); then
   FOREGROUND="taskset -c 0-$((CORES / 2 - 1))"
   BACKGROUND="taskset -c $((CORES / 2))-$((CORES - 1))"
 fi
-export OUT REPO RESULTS CACHE
+# Asked once: importing torch takes seconds, and the peer's items are on the call's critical path.
+HAS_CUDA_TORCH=0
+python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null && HAS_CUDA_TORCH=1
+export OUT REPO RESULTS CACHE CORES FOREGROUND HAS_CUDA_TORCH
 # Our runs allocate as they go (no 75% preallocation), so a peer can run beside them.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-export -f bench has_cuda_torch peer setup
+export -f bench peer setup
 
 item setup 60 setup
 item "peer amp_cl b8" 90 peer --modes amp_cl --batches 8 --steps 20 --warmup 3
