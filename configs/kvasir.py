@@ -12,7 +12,7 @@ The validation loss drives the learning-rate plateau (/10 after 5 evaluations) a
 Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the bf16
 step rates measured back to back at batch 8 (scripts/PERF.md: 234 img/s on an H100, 260 on an H200) that is about
 6.2 h on an H100 and 5.5 h on an H200 with --config.dtype=bfloat16; float32 ran at about half the bf16 rate
-(PERF.md, call A). The input pipeline makes ~60 images/s per worker core with the original augmentation (PERF.md),
+(PERF.md, call A). The input pipeline makes ~56 images/s per worker core with the original augmentation (PERF.md),
 so the 8 workers below feed the bf16 step with room to spare; lower --config.num_workers on a host with fewer cores.
 Expected result: not yet measured with this code (no full run has been made).
 """
