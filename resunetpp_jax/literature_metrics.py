@@ -134,8 +134,8 @@ class BenchmarkMetrics:
   """
 
   def __init__(self):
-    # Imported here: pysodmetrics imports scikit-learn and scikit-image, as slow to load as jax, and only scoring
-    # a split needs it (not the evaluate CLI's argument checks, nor the rest of this module).
+    # Imported here: pysodmetrics imports scikit-learn and scikit-image (seconds), and only scoring a split needs
+    # it, not the rest of this module nor the evaluate CLI's argument checks.
     import py_sod_metrics  # pylint: disable=import-outside-toplevel
     self._mdice = []
     self._miou = []
