@@ -22,8 +22,14 @@ from absl import logging
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy_lib
 
+from resunetpp_jax import cli
+
 BEST_METRIC = 'val_dice'
 CONFIG_FILE = 'config.json'
+
+
+class CheckpointNotFoundError(cli.UserError, FileNotFoundError):
+  """The workdir has no trained run, or no checkpoint at the step asked for."""
 
 
 def _val_dice(metrics: dict[str, float]) -> float:
@@ -41,8 +47,8 @@ def save_config(workdir: str, config: ml_collections.ConfigDict):
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f'{path} does not exist: {workdir} is not a training workdir '
-                            '(train into it first with resunetpp_jax.main).')
+    raise CheckpointNotFoundError(f'{path} does not exist: {workdir} is not a training workdir '
+                                  '(train into it first with resunetpp_jax.main).')
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   config.image_size = tuple(config.image_size)
   config.filters = tuple(config.filters)
@@ -154,10 +160,11 @@ class Checkpointer:
     else:
       step = int(checkpoint)
       if step not in self._manager.all_steps():
-        raise ValueError(f'No checkpoint at step {step} in {self.directory}; there are: '
-                         f'{sorted(self._manager.all_steps())}.')
+        raise CheckpointNotFoundError(
+            f'No checkpoint at step {step} in {self.directory}; the saved steps are '
+            f'{sorted(self._manager.all_steps())}: pass one of them, best or latest to --checkpoint.')
     if step is None:
-      raise FileNotFoundError(f'No checkpoint in {self.directory}: train first, or check --workdir.')
+      raise CheckpointNotFoundError(f'No checkpoint in {self.directory}: train first, or check --workdir.')
     restored = self._manager.restore(step, args=ocp.args.Composite(
         model=ocp.args.StandardRestore(nnx.to_pure_dict(abstract_model_state))))
     nnx.replace_by_pure_dict(abstract_model_state, restored['model'])

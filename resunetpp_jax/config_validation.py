@@ -7,14 +7,16 @@ from collections.abc import Iterable
 
 import ml_collections
 
+from resunetpp_jax import cli
+
 DTYPES = ('float32', 'bfloat16')
 AUGMENT_POLICIES = ('original', 'light', 'none')
 OPTIMIZERS = ('nadam', 'adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 
 
-class ConfigError(ValueError):
-  """A configuration value that cannot work."""
+class ConfigError(cli.UserError, ValueError):
+  """A configuration or command-line value that cannot work."""
 
 
 def _require_choice(config, key: str, allowed: Iterable[str]):

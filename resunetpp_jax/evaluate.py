@@ -40,7 +40,9 @@ from ml_collections import config_flags
 import numpy as np
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
+from resunetpp_jax import config_validation
 from resunetpp_jax import inference
 from resunetpp_jax import literature_metrics
 from resunetpp_jax import metrics
@@ -136,8 +138,9 @@ def parse_dataset_specs(specs: Sequence[str]) -> list[tuple[str, str]]:
   for spec in specs:
     name, separator, split = spec.partition(':')
     if not separator or not name or not split:
-      raise ValueError(f'--datasets item {spec!r}: expected NAME:SPLIT, e.g.'
-                       ' kvasir_seg:test.')
+      raise config_validation.ConfigError(
+          f'--datasets item {spec!r}: expected NAME:SPLIT, e.g.'
+          ' kvasir_seg:test.')
     parsed.append((name, split))
   return parsed
 
@@ -148,7 +151,8 @@ def parse_manual_dirs(items: Sequence[str]) -> dict[str, str]:
   for item in items:
     name, separator, folder = item.partition('=')
     if not separator or not name or not folder:
-      raise ValueError(f'--manual_dirs item {item!r}: expected NAME=FOLDER.')
+      raise config_validation.ConfigError(
+          f'--manual_dirs item {item!r}: expected NAME=FOLDER.')
     folders[name] = folder
   return folders
 
@@ -347,12 +351,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS
-  try:
-    datasets = parse_dataset_specs(args.datasets or [])
-    manual_dirs = parse_manual_dirs(args.manual_dirs)
-    checkpoint = inference.parse_checkpoint(args.checkpoint)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+  datasets = parse_dataset_specs(args.datasets or [])
+  manual_dirs = parse_manual_dirs(args.manual_dirs)
+  checkpoint = inference.parse_checkpoint(args.checkpoint)
   config = args.config or checkpointing.load_config(args.workdir)
   compilation_cache.enable(config.compilation_cache_dir)
   results = run(args.workdir, datasets, config, checkpoint=checkpoint,
@@ -369,4 +370,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

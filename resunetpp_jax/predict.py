@@ -8,8 +8,11 @@ Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
 DIR/<stem>.png, the mask at the image's original size (0 background, 255
 polyp); with --save_probabilities DIR/<stem>_probability.png (8-bit, 255 = 1.0);
-with --save_overlay DIR/<stem>_overlay.png. Files that cannot be read are
-listed at the end and make the exit status 1; the others are still processed.
+with --save_overlay DIR/<stem>_overlay.png. Files that cannot be read
+(corrupt, truncated, or declaring more than --max_pixels pixels) are listed at
+the end and make the exit status 1; the others are still processed. Entries of
+an input folder that are not image files (other extensions, folders, devices)
+are skipped and listed.
 """
 import collections
 import os
@@ -22,26 +25,35 @@ from absl import logging
 import numpy as np
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
+from resunetpp_jax import config_validation
 from resunetpp_jax import inference
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
 
-def list_inputs(path: str) -> list[str]:
-  """The image files at `path`: itself if a file, else the folder's, sorted."""
+def list_inputs(path: str) -> tuple[list[str], list[str]]:
+  """The image files at `path` (itself if a file, else the folder's, sorted)
+  and the names of the folder's other entries (folders end with '/')."""
   if os.path.isfile(path):
-    return [path]
+    return [path], []
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'--input={path} is neither a file nor a folder.')
-  files = sorted(
-      os.path.join(path, name) for name in os.listdir(path)
-      if name.lower().endswith(image_io.IMAGE_EXTENSIONS)
-      and os.path.isfile(os.path.join(path, name)))
+    raise config_validation.ConfigError(
+        f'--input={path} is neither a file nor a folder.')
+  files, skipped = [], []
+  for entry in sorted(os.scandir(path), key=lambda entry: entry.name):
+    if entry.is_dir():
+      skipped.append(entry.name + os.sep)
+    elif (entry.is_file() and
+          entry.name.lower().endswith(image_io.IMAGE_EXTENSIONS)):
+      files.append(entry.path)
+    else:  # Another extension, a device, a pipe, a broken link.
+      skipped.append(entry.name)
   if not files:
-    raise FileNotFoundError(
+    raise config_validation.ConfigError(
         f'--input={path} holds no image file (expected one of'
         f' {", ".join(image_io.IMAGE_EXTENSIONS)}).')
-  return files
+  return files, skipped
 
 
 def output_stems(paths: Sequence[str]) -> dict[str, str]:
@@ -126,15 +138,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS
-  try:
-    checkpoint = inference.parse_checkpoint(args.checkpoint)
-    paths = list_inputs(args.input)
-  except (ValueError, FileNotFoundError) as e:
-    raise app.UsageError(str(e)) from e
+  checkpoint = inference.parse_checkpoint(args.checkpoint)
+  paths, skipped = list_inputs(args.input)
   input_folder = (args.input if os.path.isdir(args.input)
                   else os.path.dirname(args.input) or '.')
   if os.path.realpath(input_folder) == os.path.realpath(args.output):
-    raise app.UsageError(
+    raise config_validation.ConfigError(
         f'--output={args.output} is the input folder; masks named <stem>.png'
         ' could overwrite the images: choose another folder.')
   compilation_cache.enable(
@@ -147,6 +156,10 @@ def main(argv):
       save_overlay=args.save_overlay)
   print(f'{len(paths) - len(failures)} of {len(paths)} images segmented into'
         f' {args.output} (checkpoint step {predictor.step}).')
+  if skipped:
+    print(f'Entries of {args.input} that are not image files (skipped):'
+          f' {len(skipped)} ({", ".join(skipped[:5])}'
+          f'{", ..." if len(skipped) > 5 else ""})')
   if failures:
     print(f'{len(failures)} files could not be read:', file=sys.stderr)
     for reason in failures.values():
@@ -157,4 +170,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -4,6 +4,7 @@ import os
 from absl import logging
 import tensorflow_datasets as tfds
 
+from resunetpp_jax import config_validation
 from resunetpp_jax.data.cvc_clinicdb import CvcClinicdb
 from resunetpp_jax.data.cvc_colondb import CvcColondb
 from resunetpp_jax.data.etis_larib import EtisLarib
@@ -30,8 +31,9 @@ def make_builder(name: str, data_dir: str = '', manual_dir: str = ''):
     manual_dir: folder with the downloaded dataset (real datasets only).
   """
   if name not in DATASETS:
-    raise ValueError(f'config.dataset={name!r} is not a known dataset; choose'
-                     f' one of {sorted(DATASETS)}.')
+    raise config_validation.ConfigError(
+        f'config.dataset={name!r} is not a known dataset; choose one of'
+        f' {sorted(DATASETS)}.')
   builder_class = DATASETS[name]
   kwargs = {}
   if hasattr(builder_class, 'builder_config_for'):

@@ -25,6 +25,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from resunetpp_jax import config_validation
 from resunetpp_jax.data import augment
 from resunetpp_jax.data import builders
 
@@ -51,7 +52,7 @@ def _tfds_split(builder, dataset: str, split: str) -> str:
   if split == ALL_SPLIT:
     return '+'.join(ALL_PARTS)
   if split not in builder.info.splits:
-    raise ValueError(
+    raise config_validation.ConfigError(
         f'Split {split!r} does not exist in dataset {dataset!r}; available:'
         f' {sorted(builder.info.splits) + [ALL_SPLIT]}.')
   return split
@@ -72,8 +73,9 @@ def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
 def _local_batch_size(config: ml_collections.ConfigDict,
                       process_count: int) -> int:
   if config.batch_size % process_count:
-    raise ValueError(f'config.batch_size={config.batch_size} must be divisible'
-                     f' by the number of hosts ({process_count}).')
+    raise config_validation.ConfigError(
+        f'config.batch_size={config.batch_size} must be divisible by the'
+        f' number of hosts ({process_count}).')
   return config.batch_size // process_count
 
 
@@ -82,7 +84,7 @@ def train_steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   examples = num_examples(config, config.train_split) * config.epoch_multiplier
   steps = examples // config.batch_size
   if steps == 0:
-    raise ValueError(
+    raise config_validation.ConfigError(
         f'config.batch_size={config.batch_size} exceeds the {examples} training'
         f' examples per epoch of {config.dataset!r}/{config.train_split}: lower'
         ' the batch size or raise config.epoch_multiplier.')
