@@ -3,6 +3,8 @@ r"""Segments image files with a trained model: one mask PNG per image.
   python -m resunetpp_jax.predict --workdir=WORKDIR --input=IMAGE_OR_FOLDER \
       --output=DIR [--checkpoint=best|latest|STEP] [--tta] \
       [--save_probabilities] [--save_overlay]
+  python -m resunetpp_jax.predict --workdir=WORKDIR --input=VIDEO --output=DIR \
+      [--temporal_smoothing=ALPHA]
 
 Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
@@ -12,7 +14,8 @@ with --save_overlay DIR/<stem>_overlay.png. Files that cannot be read
 (corrupt, truncated, or declaring more than --max_pixels pixels) are listed at
 the end and make the exit status 1; the others are still processed. Entries of
 an input folder that are not image files (other extensions, folders, devices)
-are skipped and listed.
+are skipped and listed. A video file (mp4, avi, mov, mkv, ...) gets an overlay
+video and a CSV with a row per frame instead: see `video`.
 """
 import collections
 import os
@@ -29,6 +32,7 @@ from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
 from resunetpp_jax import config_validation
 from resunetpp_jax import inference
+from resunetpp_jax import video
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
 
@@ -115,8 +119,8 @@ def define_flags():
       'workdir', None, 'The training workdir (config.json, checkpoints/).',
       required=True)
   flags.DEFINE_string(
-      'input', None, 'An image file, or a folder whose image files are all'
-      ' read (not its subfolders).', required=True)
+      'input', None, 'An image file, a folder whose image files are all'
+      ' read (not its subfolders), or a video file.', required=True)
   flags.DEFINE_string(
       'output', None, 'Folder for the masks; created if missing.',
       required=True)
@@ -132,6 +136,10 @@ def define_flags():
   flags.DEFINE_bool(
       'save_overlay', False, 'Also write the image with the mask overlaid.')
   flags.DEFINE_integer('batch_size', 8, 'Images per device call.')
+  flags.DEFINE_float(
+      'temporal_smoothing', 0.0, 'Video only: the weight alpha of the past in'
+      ' an exponential moving average of the probability maps across frames,'
+      ' in [0, 1) (0: off). Steadies masks that flicker, at the cost of lag.')
 
 
 def main(argv):
@@ -140,6 +148,18 @@ def main(argv):
   args = flags.FLAGS
   checkpoint = inference.parse_checkpoint(args.checkpoint)
   paths, skipped = list_inputs(args.input)
+  if video.is_video(args.input):
+    if args.save_probabilities:
+      raise config_validation.ConfigError(
+          '--save_probabilities is for images; a video gets its per-frame'
+          ' values in the CSV.')
+    if not 0 <= args.temporal_smoothing < 1:
+      raise config_validation.ConfigError(
+          f'--temporal_smoothing={args.temporal_smoothing}: expected a weight'
+          ' in [0, 1) (0: off).')
+  elif args.temporal_smoothing:
+    raise config_validation.ConfigError(
+        '--temporal_smoothing is for a video --input.')
   input_folder = (args.input if os.path.isdir(args.input)
                   else os.path.dirname(args.input) or '.')
   if os.path.realpath(input_folder) == os.path.realpath(args.output):
@@ -150,6 +170,10 @@ def main(argv):
       checkpointing.load_config(args.workdir).compilation_cache_dir)
   predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
                                                args.batch_size)
+  if video.is_video(args.input):
+    return video.report(video.segment_video(
+        predictor, args.input, args.output, tta=args.tta,
+        smoothing=args.temporal_smoothing), predictor.step)
   failures = predict_files(
       predictor, paths, args.output, tta=args.tta,
       save_probabilities=args.save_probabilities,
