@@ -159,6 +159,17 @@ def test_temporal_smoothing_by_hand():
     video.TemporalSmoothing(1.0)
 
 
+def test_progress_logs_frames_per_second_and_eta(monkeypatch, caplog):
+  clock = iter([100.0, 105.0, 120.0])  # start, an update too soon to log, an update 20 s after the start
+  monkeypatch.setattr(video.time, 'monotonic', lambda: next(clock))
+  progress = video.FrameProgress(total=100)  # no terminal under pytest: log lines
+  with caplog.at_level('INFO'):
+    progress.update(4)
+    progress.update(10)
+  # 10 frames in 20 s: 0.5 frames/s; 90 frames left: 180 s.
+  assert [record.getMessage() for record in caplog.records] == ['frame 10/100 0.50 frames/s ETA 03:00']
+
+
 def test_overlay_video_and_csv_follow_the_rendered_polyp(oracle, pan, mp4_path, tmp_path):
   frames, truth = pan
   result = video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path))
