@@ -321,8 +321,8 @@ def report(result: VideoResult, step: int | None) -> int:
     listed = ', '.join(map(str, result.broken[:_BROKEN_FRAMES_LISTED]))
     if len(result.broken) > _BROKEN_FRAMES_LISTED:
       listed += f' and {len(result.broken) - _BROKEN_FRAMES_LISTED} more'
-    print(f'{len(result.broken)} frames could not be decoded and are black in'
-          f' the overlay video (broken=1 in the CSV): frames {listed}.',
-          file=sys.stderr)
+    print(f'{len(result.broken)} of {result.frames} frames could not be'
+          ' decoded; they are black in the overlay video and have broken=1 in'
+          f' the CSV: frames {listed}.', file=sys.stderr)
     return 1
   return 0

@@ -159,6 +159,41 @@ def test_temporal_smoothing_by_hand():
     video.TemporalSmoothing(1.0)
 
 
+class FakeCapture:
+  """cv2.VideoCapture's read() and POS_MSEC over a script: a timestamp in ms per decoded frame, None per failed read."""
+
+  def __init__(self, script):
+    self._script = list(script)
+    self._msec = 0.0
+
+  def read(self):
+    if not self._script:
+      return False, None
+    msec = self._script.pop(0)
+    if msec is None:
+      return False, None
+    self._msec = msec
+    return True, np.zeros((2, 3, 3), np.uint8)
+
+  def get(self, prop):
+    assert prop == cv2.CAP_PROP_POS_MSEC
+    return self._msec
+
+
+@pytest.mark.parametrize('script, expected', [
+    ([0, 40, None, 120, 160], '01x34'),  # a failed read: its timestamp is missing
+    ([0, 40, 120], '01x3'),  # a frame the decoder dropped without a failed read
+    ([0, 0, None, None, 0], '01xx4'),  # no timestamps: the failed reads are counted
+    ([0, 40, 3_600_000, 3_600_040], '0123'),  # a jump of an hour is a discontinuity, not lost frames
+    ([0, 40, None, None], '01'),  # failed reads at the end: the stream has ended
+])
+def test_read_frames_numbers_frames_by_timestamp_and_fills_gaps(script, expected):
+  info = video.VideoInfo(fps=25.0, width=3, height=2, frame_count=0)
+  frames = list(video.read_frames(FakeCapture(script), info, 'fake.mp4'))
+  assert [frame.index for frame in frames] == list(range(len(expected)))
+  assert ''.join('x' if frame.image is None else str(frame.index) for frame in frames) == expected
+
+
 def test_progress_logs_frames_per_second_and_eta(monkeypatch, caplog):
   clock = iter([100.0, 105.0, 120.0])  # start, an update too soon to log, an update 20 s after the start
   monkeypatch.setattr(video.time, 'monotonic', lambda: next(clock))
@@ -255,8 +290,8 @@ def test_predict_command_line_on_a_video_with_a_broken_frame(trained_workdir, br
       cwd=REPO_DIR, capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 1, completed.stderr
   assert f'{NUM_FRAMES} frames of {broken_avi_path} segmented' in completed.stdout
-  assert f'1 frames could not be decoded' in completed.stderr
-  assert f'frames {BROKEN_FRAME}.' in completed.stderr
+  assert f'1 of {NUM_FRAMES} frames could not be decoded' in completed.stderr
+  assert f'in the CSV: frames {BROKEN_FRAME}.' in completed.stderr
   written, fps = _read_video(tmp_path / 'broken_overlay.mp4')
   assert written.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and fps == pytest.approx(FPS, abs=1e-3)
   rows = _read_csv(tmp_path / 'broken.csv')
