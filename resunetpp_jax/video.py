@@ -20,8 +20,10 @@ an interrupted run leaves what it finished there and keeps earlier results.
 Broken frames: a frame's index comes from its timestamp, so a frame the decoder
 refuses or drops leaves a gap in the indices. Each missing frame is written as
 a black frame and gets a CSV row with broken=1 and empty prediction cells, so
-the output keeps the input's frame count and timing; the run goes on and its
-summary lists the broken frames.
+the output keeps the input's frame count and timing; the run goes on, its
+summary lists the broken frames and the exit status is 1, as for unreadable
+images. Undecodable frames at the very end cannot be counted: the summary
+warns when fewer frames were read than the container declares.
 """
 import csv
 import dataclasses
@@ -47,7 +49,8 @@ VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg',
 CSV_COLUMNS = ('frame', 'time_s', 'broken', 'polyp', 'foreground_fraction',
                'max_probability', 'boxes')
 # MPEG-4 Part 2: the encoder every OpenCV build with FFmpeg has (its wheels
-# carry no H.264 encoder); VLC, QuickTime and Windows play it.
+# carry no H.264 encoder); desktop players (VLC, mpv, ...) play it, browsers
+# do not. Its sizes must be even: OpenCV rounds odd ones down.
 OVERLAY_FOURCC = 'mp4v'
 # The longest run of undecodable frames skipped. Longer, a run of failed reads
 # is the end of the stream (a failed read there costs microseconds), and a jump
