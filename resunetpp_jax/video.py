@@ -43,6 +43,7 @@ from resunetpp_jax import cli
 from resunetpp_jax import inference
 from resunetpp_jax import monitoring
 from resunetpp_jax import visualize
+from resunetpp_jax.data import image_io
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg',
                     '.mpeg', '.ts', '.wmv')
@@ -81,7 +82,11 @@ class Frame(NamedTuple):
 
 
 def open_video(path) -> tuple[cv2.VideoCapture, VideoInfo]:
-  """Opens `path` for reading; a cli.UserError says why it cannot be."""
+  """Opens `path` for reading; a cli.UserError says why it cannot be.
+
+  A frame size above --max_pixels is refused before any frame is read, as
+  `image_io` refuses such images.
+  """
   capture = cv2.VideoCapture(os.fspath(path), cv2.CAP_FFMPEG)
   if not capture.isOpened():
     raise cli.UserError(
@@ -100,6 +105,11 @@ def open_video(path) -> tuple[cv2.VideoCapture, VideoInfo]:
         f'{path}: the container gives no usable frame rate or size ({fps}'
         f' frames/s, {info.width}x{info.height}). Remux it with a frame rate,'
         f' e.g. `ffmpeg -i {path} -r 30 fixed.mp4`.')
+  try:
+    image_io.check_pixels(path, info.width, info.height)
+  except image_io.ImageReadError:
+    capture.release()
+    raise
   return capture, info
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import weakref
 
+from absl.testing import flagsaver
 import cv2
 from flax import nnx
 import jax.numpy as jnp
@@ -281,6 +282,13 @@ def test_an_unreadable_video_names_the_file(oracle, tmp_path):
   path.write_bytes(b'not a video at all' * 100)
   with pytest.raises(cli.UserError, match=f'{path}: OpenCV cannot open it as a video'):
     video.segment_video(oracle, os.fspath(path), os.fspath(tmp_path / 'out'))
+
+
+def test_frames_above_the_pixel_limit_are_refused_before_reading(oracle, mp4_path, tmp_path):
+  with flagsaver.flagsaver(max_pixels=HEIGHT * WIDTH - 1):
+    with pytest.raises(cli.UserError, match=f'{mp4_path} declares a {WIDTH}x{HEIGHT} image'):
+      video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
 
 
 def test_predict_command_line_on_a_video_with_a_broken_frame(trained_workdir, broken_avi_path, tmp_path):
