@@ -1,9 +1,10 @@
 """`train_and_evaluate(config, workdir)`: the training loop the CLI and the tests run.
 
 Resumes automatically from the newest checkpoint in `workdir` (model, optimizer,
-plateau state and data position), evaluates once per epoch (or every
-`eval_every_steps`), keeps the last and the best checkpoints, and writes
-TensorBoard summaries and a progress bar on process 0.
+plateau state and data position), evaluates on the validation data (a carve-out
+of the training data or `validation_data`; none: no evaluation) once per epoch
+(or every `eval_every_steps`), keeps the last and the best checkpoints, and
+writes TensorBoard summaries and a progress bar on process 0.
 """
 import math
 import os
@@ -64,10 +65,11 @@ def _set_lr_scale(graphdef, state, value: float, mesh) -> train_state.TrainState
   return train_state.pure_state(model, optimizer)
 
 
-def evaluate(config, state, eval_step, predict_step, mesh) -> tuple[dict[str, float], np.ndarray | None]:
-  """Validation metrics over the whole eval split, and a grid of its first images."""
+def evaluate(config, validation: pipeline.Examples, state, eval_step, predict_step, mesh
+             ) -> tuple[dict[str, float], np.ndarray | None]:
+  """Validation metrics over all of `validation`, and a grid of its first images."""
   sums, grid = None, None
-  iterator = pipeline.make_eval_iterator(config, config.eval_split, process_index=jax.process_index(),
+  iterator = pipeline.make_eval_iterator(config, validation, process_index=jax.process_index(),
                                          process_count=jax.process_count())
   for local_batch in iterator:
     batch = sharding.global_batch(local_batch, mesh)
@@ -101,6 +103,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if not is_chief:
     pipeline.prepare_if_needed(config)
   steps_per_epoch = pipeline.train_steps_per_epoch(config)
+  validation = pipeline.validation_examples(config)
+  logging.info('Training on %s; validating on %s.', pipeline.training_examples(config).describe(),
+               validation.describe() if validation else
+               'nothing (no evaluation while training: the schedule runs to its end)')
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps
   lr_schedule = optimizer_lib.learning_rate_schedule(config, total_steps)
@@ -138,8 +144,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, step_sums = compiled_train_step(state, batch)
       sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
       step += 1
-      is_eval = step % eval_every == 0 or step == total_steps
-      is_log = step % config.log_every_steps == 0 or is_eval
+      is_last = step == total_steps
+      is_eval = validation is not None and (step % eval_every == 0 or is_last)
+      is_log = step % config.log_every_steps == 0 or is_eval or is_last
       if is_log:
         host = _host_sums(sums)
         _check_finite(host, step, workdir)
@@ -156,7 +163,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         sums = None
       eval_scalars = None
       if is_eval:
-        eval_scalars, grid = evaluate(config, state, eval_step, predict_step, mesh)
+        eval_scalars, grid = evaluate(config, validation, state, eval_step, predict_step, mesh)
         previous_lr_scale = loop.lr_scale
         loop, stop = plateau.update(loop, eval_scalars['val/loss'], patience=config.plateau_patience,
                                     factor=config.plateau_factor,
@@ -177,7 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if stop:
           logging.info('Early stopping at step %d: no improvement in %d evaluations.', step,
                        config.early_stop_patience)
-      if is_eval or step % config.checkpoint_every_steps == 0:
+      if is_eval or is_last or step % config.checkpoint_every_steps == 0:
         if not is_log:  # Never checkpoint a state that has gone non-finite.
           _check_finite(_host_sums({'loss': sums['loss']}), step, workdir)
         checkpointer.save(step, state, {'plateau': loop.to_json()}, train_iter,

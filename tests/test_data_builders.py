@@ -191,6 +191,7 @@ def test_a_pixel_bomb_stops_preparation_and_no_staging_folder_remains(
 def test_missing_manual_dir_explains_download_and_layout(tmp_path):
   with pytest.raises(paired_folders.DatasetFolderError) as error:
     builders.prepare('kvasir_seg', str(tmp_path / 'tfds'), '')
+  assert "config.manual_dirs='kvasir_seg=FOLDER'" in str(error.value)
   assert 'https://datasets.simula.no' in str(error.value)
   assert 'images/NAME.ext with mask masks/NAME.ext' in str(error.value)
   (tmp_path / 'empty').mkdir()
@@ -198,7 +199,9 @@ def test_missing_manual_dir_explains_download_and_layout(tmp_path):
                      match='Ground Truth/NAME.ext'):
     builders.prepare('cvc_clinicdb', str(tmp_path / 'tfds'),
                      str(tmp_path / 'empty'))
-  with pytest.raises(ValueError, match='needs config.manual_dir'):
+  with pytest.raises(FileNotFoundError, match='PraNet.*TestDataset.*CVC-300'):
+    builders.prepare('cvc_300', str(tmp_path / 'tfds'), str(tmp_path / 'empty'))
+  with pytest.raises(ValueError, match="config.manual_dirs='folder_pairs=FOLDER'"):
     builders.prepare('folder_pairs', str(tmp_path / 'tfds'), '')
   with pytest.raises(ValueError, match='choose one of'):
     builders.prepare('imagenet', str(tmp_path / 'tfds'), '')
@@ -221,6 +224,7 @@ def test_official_layouts(tmp_path):
       'cvc_colondb': ('{}.tiff', 'p{}.tiff'),
       'etis_larib': ('ETIS-LaribPolypDB/{}.tif', 'Ground Truth/p{}.tif'),
       'kvasir_seg': ('images/{}.jpg', 'masks/{}.jpg'),
+      'cvc_300': ('images/{}.png', 'masks/{}.png'),  # The PraNet copy.
   }
   for dataset, (image_name, mask_name) in layouts.items():
     root = tmp_path / dataset

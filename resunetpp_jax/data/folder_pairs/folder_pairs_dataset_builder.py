@@ -31,8 +31,9 @@ class FolderPairs(polyp_folder_builder.PolypFolderBuilder):
     """A config identifying manual_dir, so each folder is prepared apart."""
     if not manual_dir:
       raise config_validation.ConfigError(
-          'dataset folder_pairs needs config.manual_dir: '
-          + cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+          "dataset folder_pairs needs its folder (config.manual_dirs="
+          "'folder_pairs=FOLDER', or the --manual_dir of"
+          ' resunetpp_jax.data.prepare): ' + cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
     path = os.path.abspath(os.path.expanduser(manual_dir))
     digest = hashlib.sha256(path.encode()).hexdigest()[:10]
     base = ''.join(c if c.isalnum() else '_' for c in os.path.basename(path))
