@@ -274,6 +274,8 @@ def run(workdir: str, datasets: Sequence[specs.DataSpec],
         'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
         ' config.test_data.')
   predictor = inference.Predictor.from_workdir(workdir, checkpoint, batch_size)
+  for name, split in datasets:  # Finds (or prepares) each before any is scored.
+    pipeline.examples(config, str(specs.DataSpec(name, split)))
   output_dir = os.path.join(workdir, 'eval')
   os.makedirs(output_dir, exist_ok=True)
   results = []

@@ -88,9 +88,10 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
       layouts = '\n'.join(f'  {layout.describe()}' for layout in cls.LAYOUTS)
       raise paired_folders.DatasetFolderError(
           f'{cls.DATASET_NAME} is not prepared yet and needs its downloaded'
-          f' folder (config.manual_dirs=\'{cls.name}=FOLDER\', or the'
-          f' --manual_dir of resunetpp_jax.data.prepare), but {manual_dir!r}'
-          ' is not a folder.'
+          f' folder (config.manual_dirs=\'{cls.name}=FOLDER\','
+          f' --manual_dirs={cls.name}=FOLDER of resunetpp_jax.evaluate or'
+          ' --manual_dir of resunetpp_jax.data.prepare), but'
+          f' {manual_dir!r} is not a folder.'
           f' {cls.MANUAL_DOWNLOAD_INSTRUCTIONS} Expected layout (relative to'
           f' manual_dir), one of:\n{layouts}')
     paired_folders.find_layout(
