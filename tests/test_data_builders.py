@@ -199,7 +199,8 @@ def test_missing_manual_dir_explains_download_and_layout(tmp_path):
                      match='Ground Truth/NAME.ext'):
     builders.prepare('cvc_clinicdb', str(tmp_path / 'tfds'),
                      str(tmp_path / 'empty'))
-  with pytest.raises(FileNotFoundError, match='PraNet.*TestDataset.*CVC-300'):
+  with pytest.raises(paired_folders.DatasetFolderError,
+                     match='PraNet.*TestDataset.*CVC-300'):
     builders.prepare('cvc_300', str(tmp_path / 'tfds'), str(tmp_path / 'empty'))
   with pytest.raises(ValueError, match="config.manual_dirs='folder_pairs=FOLDER'"):
     builders.prepare('folder_pairs', str(tmp_path / 'tfds'), '')
