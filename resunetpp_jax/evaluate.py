@@ -2,7 +2,8 @@ r"""Scores a trained model on whole datasets at each image's ORIGINAL size.
 
   python -m resunetpp_jax.evaluate --workdir=WORKDIR \
       [--config=configs/polyp.py] [--checkpoint=best|latest|STEP] \
-      [--datasets=kvasir_seg:pranet_test,cvc_300:all] [--manual_dirs=NAME=DIR,...] \
+      [--datasets=kvasir_seg:pranet_test,cvc_300:all] \
+      [--manual_dirs=NAME=DIR,...] \
       [--tta] [--save_images] [--table=text|markdown]
 
 Validation during training scores resized images; papers score predictions
@@ -135,7 +136,7 @@ def _write_pictures(folder: str, name: str, image: np.ndarray,
 
 def data_config(config: ml_collections.ConfigDict,
                 manual_dirs: Mapping[str, str]) -> ml_collections.ConfigDict:
-  """A copy of `config` whose manual_dirs also holds (and prefers) `manual_dirs`."""
+  """A copy of `config` whose manual_dirs holds (and prefers) `manual_dirs`."""
   config = ml_collections.ConfigDict(config.to_dict())
   config.manual_dirs = specs.join_manual_dirs({
       **specs.parse_manual_dirs(config.manual_dirs, 'config.manual_dirs'),

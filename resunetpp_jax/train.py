@@ -105,7 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   steps_per_epoch = pipeline.train_steps_per_epoch(config)
   validation = pipeline.validation_examples(config)
   logging.info('Training on %s; validating on %s.', pipeline.training_examples(config).describe(),
-               validation.describe() if validation else
+               validation.describe() if validation is not None else
                'nothing (no evaluation while training: the schedule runs to its end)')
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps

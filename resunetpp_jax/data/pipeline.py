@@ -14,8 +14,8 @@ the config, never on the number of worker processes or threads. Host p reads
 the positions p, p + P, p + 2P, ..., so the hosts' local batches together form
 global batch b = positions [b * B, (b + 1) * B).
 
-Evaluation: the examples are read once, deterministically, without augmentation;
-the last global batch is padded with zero images of weight 0 and every host
+Evaluation: each example once, deterministically, without augmentation; the
+last global batch is padded with zero images of weight 0 and every host
 yields the same number of batches (multi-host collectives need that).
 
 Nothing here imports TensorFlow.
@@ -44,7 +44,7 @@ _READ_THREADS = 2
 
 
 def builder(config: ml_collections.ConfigDict, name: str):
-  """Dataset `name`, prepared on first use from its folder in config.manual_dirs."""
+  """Dataset `name`, prepared on first use from config.manual_dirs."""
   manual_dirs = specs.parse_manual_dirs(config.manual_dirs,
                                         'config.manual_dirs')
   return builders.prepare(name, config.data_dir, manual_dirs.get(name, ''))
@@ -61,8 +61,8 @@ def _validation_specs(
 
 def prepare_if_needed(config: ml_collections.ConfigDict):
   """Prepares every dataset that training reads (with a progress bar)."""
-  for name in dict.fromkeys(
-      spec.name for spec in _training_specs(config) + _validation_specs(config)):
+  used = _training_specs(config) + _validation_specs(config)
+  for name in dict.fromkeys(spec.name for spec in used):
     builder(config, name)
 
 

@@ -61,7 +61,7 @@ def parse_data(value: str | Sequence[str], key: str,
 
 
 def parse_manual_dirs(value: str | Sequence[str], key: str) -> dict[str, str]:
-  """'a=/x,b=/y' (or its items) -> {'a': '/x', 'b': '/y'}; paths keep any '='."""
+  """'a=/x,b=/y' (or its items) -> {'a': '/x', 'b': '/y'}; a path may hold =."""
   folders = {}
   for item in _items(value, LIST):
     name, equals, folder = item.partition('=')

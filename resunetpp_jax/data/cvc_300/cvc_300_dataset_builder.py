@@ -1,4 +1,4 @@
-"""`cvc_300`: CVC-300, the EndoScene test set's 60 frames of 574x500 (Vázquez et al., 2017).
+"""`cvc_300`: CVC-300, EndoScene's 60 test frames (Vázquez et al., 2017).
 
 EndoScene (CVC-EndoSceneStill) joins CVC-ClinicDB and CVC-300; its test split
 holds 60 frames of CVC-300, which the polyp benchmark (PraNet and the papers
