@@ -3,6 +3,7 @@
 Every error names the key, the value given and what is allowed, so a typo in a
 32-hour run's command line costs seconds, not a failed compile.
 """
+import math
 from collections.abc import Iterable
 
 import ml_collections
@@ -17,6 +18,13 @@ SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 
 class ConfigError(cli.UserError, ValueError):
   """A configuration or command-line value that cannot work."""
+
+
+def _require_finite(config):
+  """NaN or Inf in any float key (`--config.learning_rate=nan`) would pass every range check below."""
+  for key, value in config.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f'config.{key}={value!r} must be a finite number.')
 
 
 def _require_choice(config, key: str, allowed: Iterable[str]):
@@ -63,6 +71,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   from resunetpp_jax import models
   from resunetpp_jax.data import builders
 
+  _require_finite(config)
   _require_choice(config, 'model', models.MODELS)
   _require_choice(config, 'dtype', DTYPES)
   _require_choice(config, 'loss', sorted(losses.LOSSES))

@@ -37,6 +37,9 @@ def test_shipped_configs_are_valid(get_config):
     ('learning_rate', 0.0, r'config.learning_rate=0.0 must be a positive number'),
     ('plateau_factor', 1.0, r'config.plateau_factor=1.0 must be > 1'),
     ('eval_every_steps', 0, r'config.eval_every_steps=0 must be positive, or -1'),
+    ('learning_rate', float('nan'), r'config.learning_rate=nan must be a finite number'),
+    ('plateau_factor', float('inf'), r'config.plateau_factor=inf must be a finite number'),
+    ('head_l2', float('-inf'), r'config.head_l2=-inf must be a finite number'),
 ])
 def test_bad_value_names_the_key_and_the_allowed_values(key, value, message):
   config = kvasir.get_config()
@@ -62,7 +65,8 @@ def test_batch_must_split_evenly_over_devices_and_processes():
 
 
 @pytest.mark.parametrize('override, message', [
-    ('--config.batch_sise=3', 'Did you mean "batch_size"'),
+    ('--config.batch_sise=3', 'there is no config key \'batch_sise\'. Did you mean "batch_size"?'),
+    ('--config.foo=1', 'there is no config key \'foo\'. Every key is listed in README.md, "Configuration"'),
     ('--config.image_size=(30,64)', 'config.image_size=(30, 64) must be (height, width) with both divisible by 16'),
     ('--config.loss=dise', "config.loss='dise' is not one of"),
 ])
