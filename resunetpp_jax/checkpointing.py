@@ -299,7 +299,15 @@ class Checkpointer:
 
   def restore_model_state(self, abstract_model_state: nnx.State, checkpoint: str | int = 'best'
                           ) -> tuple[int, nnx.State]:
-    """Parameters and BatchNorm statistics of the 'best', 'latest' or a given step."""
+    """Parameters and BatchNorm statistics of the 'best', 'latest' or a given step, and that step.
+
+    When the 'best' or 'latest' cannot be read, the newest that can is used, with
+    one warning line; nothing is moved (this is what read-only tools call).
+
+    Raises:
+      UnreadableCheckpointError: the step asked for, or every checkpoint, cannot be read.
+      ConfigMismatchError: the config builds parameters of other shapes than the checkpoint's.
+    """
     if checkpoint == 'best':
       # No evaluation has run yet in a very short run: the newest is the best known.
       step = self._manager.best_step() or self._manager.latest_step()
