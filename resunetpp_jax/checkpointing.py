@@ -42,6 +42,10 @@ _SHAPE_KEYS = ('filters', 'num_classes', 'deep_supervision')
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+class CheckpointNotFoundError(cli.UserError, FileNotFoundError):
+  """The workdir has no trained run, or no checkpoint at the step asked for."""
+
+
 class DiskFullError(cli.UserError):
   """The workdir's file system has no room for the next checkpoint."""
 
@@ -97,10 +101,6 @@ class _TolerantManager(ocp.CheckpointManager):
       return super().metrics(step)
     except ValueError:
       return None
-
-
-class CheckpointNotFoundError(cli.UserError, FileNotFoundError):
-  """The workdir has no trained run, or no checkpoint at the step asked for."""
 
 
 def _val_dice(metrics: dict[str, float]) -> float:
