@@ -165,11 +165,13 @@ def test_second_run_on_a_workdir_is_refused_and_a_crashed_holder_leaves_no_lock(
       [sys.executable, '-c', 'import sys, time; from resunetpp_jax import workdir_lock\n'
        'with workdir_lock.hold(sys.argv[1]):\n  print("locked", flush=True); time.sleep(300)', str(tmp_path)],
       cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
-  assert holder.stdout.readline() == 'locked\n'
-  with pytest.raises(workdir_lock.WorkdirInUseError, match=f'process {holder.pid} on '):
-    train.train_and_evaluate(tiny_config, str(tmp_path))
-  holder.kill()  # A crash: nothing runs to release the lock but the operating system.
-  holder.wait()
+  try:
+    assert holder.stdout.readline() == 'locked\n'
+    with pytest.raises(workdir_lock.WorkdirInUseError, match=f'process {holder.pid} on '):
+      train.train_and_evaluate(tiny_config, str(tmp_path))
+  finally:
+    holder.kill()  # A crash: nothing runs to release the lock but the operating system.
+    holder.wait()
   with workdir_lock.hold(str(tmp_path)):
     pass
 
