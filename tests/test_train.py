@@ -224,8 +224,6 @@ def test_full_disk_stops_at_once_with_one_message_and_keeps_the_last_checkpoint(
     subprocess.run(['umount', str(disk)], check=True)
 
 
-
-
 def test_without_validation_the_schedule_runs_to_its_end_and_saves_its_last_step(tiny_config, tmp_path):
   tiny_config.validation_data, tiny_config.validation_fraction = '', 0.0
   tiny_config.num_train_steps, tiny_config.eval_every_steps, tiny_config.checkpoint_every_steps = 5, 3, 4
