@@ -20,7 +20,7 @@ WORKDIR=${POLYP_WORKDIR:-workdirs/polyp}
 mkdir -p "$OUT"
 script_start=$(date +%s.%N)
 
-if [ -d .whl ]; then
+if ! python3 -c 'import tensorflow_datasets, grain, albumentations, ml_collections, tensorboardX' 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
