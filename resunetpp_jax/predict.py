@@ -3,6 +3,7 @@ r"""Segments image files with a trained model: one mask PNG per image.
   python -m resunetpp_jax.predict --workdir=WORKDIR --input=IMAGE_OR_FOLDER \
       --output=DIR [--checkpoint=best|latest|STEP] [--tta] \
       [--save_probabilities] [--save_overlay]
+  python -m resunetpp_jax.predict --model=MODEL.onnx --input=... --output=...
 
 Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
@@ -100,8 +101,10 @@ def define_flags():
   """The command line's flags; defined only when run as a program, so that
   importing this module next to other CLIs (main, evaluate) defines nothing."""
   flags.DEFINE_string(
-      'workdir', None, 'The training workdir (config.json, checkpoints/).',
-      required=True)
+      'workdir', None, 'The training workdir (config.json, checkpoints/).')
+  flags.DEFINE_string(
+      'model', None, 'Instead of --workdir: an ONNX file of'
+      ' resunetpp_jax.export, run with onnxruntime on the CPU.')
   flags.DEFINE_string(
       'input', None, 'An image file, or a folder whose image files are all'
       ' read (not its subfolders).', required=True)
@@ -137,10 +140,18 @@ def main(argv):
     raise app.UsageError(
         f'--output={args.output} is the input folder; masks named <stem>.png'
         ' could overwrite the images: choose another folder.')
-  compilation_cache.enable(
-      checkpointing.load_config(args.workdir).compilation_cache_dir)
-  predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
-                                               args.batch_size)
+  if (args.workdir is None) == (args.model is None):
+    raise app.UsageError('Give either --workdir or --model (an ONNX file).')
+  if args.model:
+    try:
+      predictor = inference.Predictor.from_onnx(args.model, args.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+      raise app.UsageError(str(e)) from e
+  else:
+    compilation_cache.enable(
+        checkpointing.load_config(args.workdir).compilation_cache_dir)
+    predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
+                                                 args.batch_size)
   failures = predict_files(
       predictor, paths, args.output, tta=args.tta,
       save_probabilities=args.save_probabilities,
