@@ -7,7 +7,6 @@ from collections.abc import Iterable
 
 import ml_collections
 
-MODELS = ('resunetpp',)
 DTYPES = ('float32', 'bfloat16')
 AUGMENT_POLICIES = ('original', 'light', 'none')
 OPTIMIZERS = ('nadam', 'adam', 'adamw', 'sgd')
@@ -32,12 +31,13 @@ def _require_positive(config, key: str, allow_zero: bool = False):
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1):
   """Raises ConfigError for the first value that cannot work."""
-  # Imported here: both registries pull in JAX/TFDS, which validation of the
+  # Imported here: the registries pull in JAX/Flax/TFDS, which validation of the
   # plain values above must not wait for.
   from resunetpp_jax import losses
+  from resunetpp_jax import models
   from resunetpp_jax.data import builders
 
-  _require_choice(config, 'model', MODELS)
+  _require_choice(config, 'model', models.MODELS)
   _require_choice(config, 'dtype', DTYPES)
   _require_choice(config, 'loss', sorted(losses.LOSSES))
   _require_choice(config, 'dataset', sorted(builders.DATASETS))

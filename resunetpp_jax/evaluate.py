@@ -3,7 +3,7 @@ r"""Scores a trained model on whole datasets at each image's ORIGINAL size.
   python -m resunetpp_jax.evaluate --workdir=WORKDIR \
       [--config=configs/kvasir.py] [--checkpoint=best|latest|STEP] \
       [--datasets=kvasir_seg:test,cvc_clinicdb:all] [--manual_dirs=NAME=DIR,...] \
-      [--tta] [--save_images]
+      [--tta] [--save_images] [--table=text|markdown]
 
 Validation during training scores resized images; papers score predictions
 resized back to the original masks, which is what this does. For every
@@ -12,9 +12,13 @@ NAME:SPLIT it writes WORKDIR/eval/NAME-SPLIT.json (NAME-SPLIT-tta.json with
   dice, iou, precision, recall: pooled over all pixels of the split, at 0.5;
   mean_dice, mean_iou: means over images of each image's Dice/IoU at 0.5
     (an image with empty ground truth and empty prediction scores 1);
-  mdice, miou: the PraNet evaluation toolbox's per-image means over 256
-    thresholds, the numbers most papers report (see literature_metrics);
+  mdice, miou, weighted_fmeasure, smeasure, max_emeasure, mean_emeasure, mae:
+    the numbers polyp papers report, on the 8-bit maps PraNet's MyTest.py
+    saves (see literature_metrics.BenchmarkMetrics);
   images: one record per image (name, its scores, its pixel counts).
+It prints a table of these per dataset/split, then the papers' table: one row
+for the model, per dataset mDice, mIoU, F^w_beta, S_alpha, E^max_xi and MAE
+(--table=markdown prints it ready for a README).
 --save_images adds, per image, NAME-SPLIT/<image>.png (image | ground truth |
 prediction, as the original wrote them) and <image>_overlay.png (yellow: polyp
 found, green: missed, red: false alarm).
@@ -47,11 +51,20 @@ from resunetpp_jax.data import pipeline
 THRESHOLD = inference.THRESHOLD
 _TABLE_COLUMNS = ('num_images', 'dice', 'iou', 'mean_dice', 'mean_iou',
                   'mdice', 'miou', 'precision', 'recall')
+# The columns of PraNet's Table 1 (and the papers after it): key, text header,
+# markdown header.
+_PAPER_COLUMNS = (
+    ('mdice', 'mDice', 'mDice'), ('miou', 'mIoU', 'mIoU'),
+    ('weighted_fmeasure', 'F^w_β', 'F<sup>w</sup><sub>β</sub>'),
+    ('smeasure', 'S_α', 'S<sub>α</sub>'),
+    ('max_emeasure', 'E^max_ξ', 'E<sup>max</sup><sub>ξ</sub>'),
+    ('mae', 'MAE', 'MAE'))
 
 
 def score_image(probabilities: np.ndarray, ground_truth: np.ndarray,
                 threshold: float = THRESHOLD) -> dict[str, Any]:
-  """One image's scores and pixel counts; inputs at the same (H, W) size.
+  """One image's scores at `threshold` and pixel counts; inputs at the same
+  (H, W) size. `literature_metrics.BenchmarkMetrics` adds the papers' numbers.
 
   Args:
     probabilities: float (H, W) foreground probabilities.
@@ -61,10 +74,8 @@ def score_image(probabilities: np.ndarray, ground_truth: np.ndarray,
   ground_truth = np.asarray(ground_truth, bool)
   predicted = probabilities >= threshold
   dice, iou = literature_metrics.per_image_dice_iou(predicted, ground_truth)
-  mdice, miou = literature_metrics.pranet_mean_dice_iou(probabilities,
-                                                        ground_truth)
   return {
-      'dice': dice, 'iou': iou, 'mdice': mdice, 'miou': miou,
+      'dice': dice, 'iou': iou,
       'tp': int(np.count_nonzero(predicted & ground_truth)),
       'fp': int(np.count_nonzero(predicted & ~ground_truth)),
       'fn': int(np.count_nonzero(~predicted & ground_truth)),
@@ -73,7 +84,7 @@ def score_image(probabilities: np.ndarray, ground_truth: np.ndarray,
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-  """Split-level scores from `score_image` records.
+  """Split-level scores at the threshold from `score_image` records.
 
   Pooled ratios and per-image means follow `metrics.summarize`, so they agree
   with the validation metrics of training on the same pixels.
@@ -85,16 +96,17 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
   sums['dice_sum'] = sum(record['dice'] for record in records)
   sums['iou_sum'] = sum(record['iou'] for record in records)
   sums['num_images'] = len(records)
-  summary = {'num_images': len(records), **metrics.summarize(sums)}
-  summary['mdice'] = float(np.mean([record['mdice'] for record in records]))
-  summary['miou'] = float(np.mean([record['miou'] for record in records]))
-  return summary
+  return {'num_images': len(records), **metrics.summarize(sums)}
 
 
 def evaluate_pairs(
     pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-  """Split-level scores of (probabilities, ground truth) pairs."""
-  return summarize([score_image(prob, truth) for prob, truth in pairs])
+  """Split-level scores, the papers' included, of (probabilities, ground
+  truth) pairs."""
+  papers = literature_metrics.BenchmarkMetrics()
+  records = [{**score_image(prob, truth), **papers.add(prob, truth)}
+             for prob, truth in pairs]
+  return {**summarize(records), **papers.results()}
 
 
 def _batches(iterable: Iterable, size: int):
@@ -168,10 +180,12 @@ def evaluate_split(predictor: inference.Predictor,
     image_folder: where to write the per-image pictures; None writes none.
 
   Returns:
-    The summary of `summarize` plus 'images': the per-image records.
+    The summaries of `summarize` and `BenchmarkMetrics` plus 'images': the
+    per-image records.
   """
   if image_folder:
     os.makedirs(image_folder, exist_ok=True)
+  papers = literature_metrics.BenchmarkMetrics()
   records = []
   originals = pipeline.iterate_originals(config, split)
   for batch in _batches(originals, predictor.batch_size):
@@ -179,7 +193,8 @@ def evaluate_split(predictor: inference.Predictor,
     for example, prob in zip(batch, probabilities):
       records.append({'name': example['name'],
                       'height': int(prob.shape[0]), 'width': int(prob.shape[1]),
-                      **score_image(prob, example['mask'])})
+                      **score_image(prob, example['mask']),
+                      **papers.add(prob, example['mask'])})
       if image_folder:
         _write_pictures(image_folder, example['name'], example['image'],
                         example['mask'], prob >= THRESHOLD)
@@ -187,7 +202,7 @@ def evaluate_split(predictor: inference.Predictor,
                                 config.dataset, split, len(records))
   if not records:
     raise ValueError(f'{config.dataset}/{split} holds no image.')
-  return {**summarize(records), 'images': records}
+  return {**summarize(records), **papers.results(), 'images': records}
 
 
 def format_table(results: Sequence[Mapping[str, Any]]) -> str:
@@ -205,6 +220,51 @@ def format_table(results: Sequence[Mapping[str, Any]]) -> str:
                      for k, (cell, w) in enumerate(zip(row, widths)))
            for row in [header] + rows]
   return '\n'.join(lines)
+
+
+def _paper_number(value: float) -> str:
+  """Three decimals without the leading zero, as the papers print them."""
+  text = f'{value:.3f}'
+  return text[1:] if text.startswith('0.') else text
+
+
+def format_paper_table(method: str, results: Sequence[Mapping[str, Any]],
+                       markdown: bool = False) -> str:
+  """The layout of the published tables (PraNet's Table 1): one row for
+  `method`, per dataset/split the columns mDice, mIoU, F^w_beta, S_alpha,
+  E^max_xi and MAE, three decimals.
+
+  Args:
+    method: the row's name.
+    results: one result of `run` per dataset/split, in column order.
+    markdown: a markdown table (the dataset named in its first column's
+      header) instead of fixed-width text under a line of dataset names.
+  """
+  values = [method] + [_paper_number(result[key]) for result in results
+                       for key, _, _ in _PAPER_COLUMNS]
+  datasets = [f'{result["dataset"]}/{result["split"]}' for result in results]
+  if markdown:
+    header = ['Method'] + [
+        f'{dataset} {title}' if k == 0 else title
+        for dataset in datasets
+        for k, (_, _, title) in enumerate(_PAPER_COLUMNS)]
+    return '\n'.join(['| ' + ' | '.join(header) + ' |',
+                      '| --- |' + ' ---: |' * (len(header) - 1),
+                      '| ' + ' | '.join(values) + ' |'])
+  # Every metric column one width, wide enough for the headers and for each
+  # dataset's name over its group of columns.
+  group = len(_PAPER_COLUMNS)
+  longest = max(len(dataset) for dataset in datasets)
+  width = max(max(len(title) for _, title, _ in _PAPER_COLUMNS),
+              -(-(longest - 2 * (group - 1)) // group))
+  method_width = max(len('method'), len(method))
+  names = [' ' * method_width] + [
+      dataset.ljust(group * width + 2 * (group - 1)) for dataset in datasets]
+  header = ['method'.ljust(method_width)] + [
+      title.rjust(width) for _ in datasets for _, title, _ in _PAPER_COLUMNS]
+  row = [method.ljust(method_width)] + [value.rjust(width)
+                                        for value in values[1:]]
+  return '\n'.join('  '.join(cells).rstrip() for cells in (names, header, row))
 
 
 def run(workdir: str, datasets: Sequence[tuple[str, str]],
@@ -235,7 +295,8 @@ def run(workdir: str, datasets: Sequence[tuple[str, str]],
   for dataset, split in datasets or [(config.dataset, 'test')]:
     stem = f'{dataset}-{split}' + ('-tta' if tta else '')
     result = {
-        'dataset': dataset, 'split': split, 'checkpoint': str(checkpoint),
+        'dataset': dataset, 'split': split, 'model': predictor.config.model,
+        'checkpoint': str(checkpoint),
         'checkpoint_step': predictor.step, 'tta': tta, 'threshold': THRESHOLD,
         **evaluate_split(
             predictor, data_config(config, dataset, manual_dirs or {}), split,
@@ -277,6 +338,9 @@ def define_flags():
       'save_images', False, 'Write image | truth | prediction and an error'
       ' overlay per image.')
   flags.DEFINE_integer('batch_size', 8, 'Images per device call.')
+  flags.DEFINE_enum(
+      'table', 'text', ['text', 'markdown'], "Layout of the papers' table"
+      ' printed last: fixed-width text, or markdown for a README.')
 
 
 def main(argv):
@@ -298,6 +362,9 @@ def main(argv):
         f' of {args.workdir}, predictions at original size'
         f'{", TTA" if args.tta else ""}:')
   print(format_table(results))
+  print()
+  print(format_paper_table(results[0]['model'], results,
+                           markdown=args.table == 'markdown'))
 
 
 if __name__ == '__main__':

@@ -47,6 +47,7 @@ from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
 from resunetpp_jax import inference
 from resunetpp_jax import models
+from resunetpp_jax import pretrained
 from resunetpp_jax.models.resunetpp import IMAGE_CHANNELS
 
 ONNX_SUFFIX = '.onnx'
@@ -192,14 +193,12 @@ def load_onnx(path: str) -> tuple[onnxruntime.InferenceSession, dict[str, str]]:
   return session, values
 
 
-def _load_packaged_model() -> tuple[nnx.Module, ml_collections.ConfigDict, str]:
-  try:
-    from resunetpp_jax import pretrained  # pylint: disable=import-outside-toplevel
-    model, config, values = pretrained.load()
-  except (ModuleNotFoundError, FileNotFoundError) as error:
-    raise cli.UserError(f'This installation of resunetpp_jax holds no packaged model ({error}); export a training'
-                        ' run instead: --workdir=WORKDIR [--checkpoint=best|latest|STEP].') from error
-  return model, config, f'packaged model (resunetpp_jax.pretrained) {json.dumps(values)}'
+def _load_packaged_model() -> tuple[nnx.Module, ml_collections.ConfigDict, str, int | None]:
+  model, config, values = pretrained.load()  # A UserError when the package holds no weights.
+  source = f'packaged model {pretrained.SHIPPED_WEIGHTS.name} (resunetpp_jax.pretrained)'
+  if 'card' in values:
+    source += f', model card {values["card"]}'
+  return model, config, source, int(values['step']) if 'step' in values else None
 
 
 def _load_workdir_model(workdir: str, checkpoint: str) -> tuple[nnx.Module, ml_collections.ConfigDict, str, int]:
@@ -226,8 +225,7 @@ def main(argv: list[str]) -> int:
   if args.workdir is None:
     if args['checkpoint'].present:
       raise cli.UserError('--checkpoint selects a checkpoint of --workdir; give --workdir too.')
-    model, config, source = _load_packaged_model()
-    step = None
+    model, config, source, step = _load_packaged_model()
   else:
     model, config, source, step = _load_workdir_model(args.workdir, args.checkpoint)
   values = metadata(config, source, step)

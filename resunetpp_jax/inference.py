@@ -1,6 +1,7 @@
 """Segment images of any size with a trained model: the Python API for notebooks.
 
-  predictor = inference.Predictor.from_workdir('workdirs/kvasir')
+  predictor = inference.Predictor.pretrained()  # the shipped model
+  predictor = inference.Predictor.from_workdir('workdirs/kvasir')  # or yours
   probabilities = predictor.predict_proba(image)  # float32 (H, W) in [0, 1]
   masks = predictor.predict_mask([image_a, image_b], tta=True)  # bool (H, W)
 
@@ -21,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import pretrained
 
 THRESHOLD = 0.5
 
@@ -140,6 +142,13 @@ class Predictor:
     """Loads a training workdir's config and its 'best', 'latest' or step-N model."""
     config = checkpointing.load_config(workdir)
     model, step = checkpointing.restore_model(workdir, config, checkpoint)
+    return cls(model, config, step, batch_size)
+
+  @classmethod
+  def pretrained(cls, path: str | None = None, batch_size: int = 8) -> 'Predictor':
+    """The model shipped with the package (README, "Model card"), or a model file of `pretrained.save`."""
+    model, config, metadata = pretrained.load(path)
+    step = int(metadata['step']) if 'step' in metadata else None
     return cls(model, config, step, batch_size)
 
   @classmethod

@@ -17,6 +17,13 @@ plemeri/UACANet, with the same `Fmeasure_calu`):
 
 Thresholds are compared as exact 8-bit levels (level >= j for threshold j/255); the toolbox's floating-point
 thresholds may round either way at exact equality. One histogram pass replaces the 256 threshold passes.
+pysodmetrics' `FmeasureV2` with `DICEHandler` and `IOUHandler` (`with_dynamic=True`), fed the saved map, gives
+the same curves to the last bit: its division returns 0 where the denominator is 0, and 2 TP / (|G| + |P|) is
+0 whenever TP = 0 otherwise, so it needs no TP = 0 rule (tests/test_literature_metrics.py).
+
+The other four numbers papers report (weighted F-measure, S-measure, E-measure, MAE) come from pysodmetrics
+(`py_sod_metrics`), the library of the salient-object and polyp literature, fed the same 8-bit map; see
+`BenchmarkMetrics`.
 """
 import numpy as np
 
@@ -40,7 +47,7 @@ def _check_pair(prediction: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _pranet_levels(prob: np.ndarray) -> np.ndarray:
-  """The 8-bit levels the toolbox reads from the PNG that PraNet's `MyTest.py` would save for `prob`."""
+  """The 8-bit map (uint8) that PraNet's `MyTest.py` would save for `prob`, as the toolbox reads it."""
   levels = prob.astype(np.float64)  # A copy, worked on in place: full-resolution maps are large.
   low, high = levels.min(), levels.max()
   if not (np.isfinite(low) and np.isfinite(high)):
@@ -53,7 +60,25 @@ def _pranet_levels(prob: np.ndarray) -> np.ndarray:
   levels *= 255.0 / (span if span else 1.0)
   levels += 0.5
   np.floor(levels, out=levels)
-  return levels.astype(np.intp)
+  return levels.astype(np.uint8)
+
+
+def _dice_iou_curves(levels: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Dice and IoU at the 256 thresholds of the 8-bit map `levels` against the bool `gt`."""
+  # One histogram of (gt, level) pairs; pixels at level >= j are foreground at threshold j, so reverse
+  # cumulative sums give every threshold's counts.
+  codes = levels.astype(np.intp)
+  codes[gt] += NUM_THRESHOLDS
+  histogram = np.bincount(codes.ravel(), minlength=2 * NUM_THRESHOLDS).reshape(2, NUM_THRESHOLDS)
+  at_or_above = np.cumsum(histogram[:, ::-1], axis=1)[:, ::-1]
+  true_pos = at_or_above[1]
+  predicted = at_or_above[0] + true_pos
+  num_gt = np.count_nonzero(gt)
+  hit = true_pos > 0
+  safe_denominator = np.where(hit, num_gt + predicted, 1)
+  dice = np.where(hit, 2.0 * true_pos / safe_denominator, 0.0)
+  iou = np.where(hit, true_pos / (safe_denominator - true_pos), 0.0)
+  return dice, iou
 
 
 def pranet_dice_iou_curves(prob: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,20 +93,7 @@ def pranet_dice_iou_curves(prob: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray
   """
   prob = np.asarray(prob)
   gt = _check_pair(prob, np.asarray(gt))
-  levels = _pranet_levels(prob)
-  # One histogram of (gt, level) pairs; pixels at level >= j are foreground at threshold j, so reverse
-  # cumulative sums give every threshold's counts.
-  levels[gt] += NUM_THRESHOLDS
-  histogram = np.bincount(levels.ravel(), minlength=2 * NUM_THRESHOLDS).reshape(2, NUM_THRESHOLDS)
-  at_or_above = np.cumsum(histogram[:, ::-1], axis=1)[:, ::-1]
-  true_pos = at_or_above[1]
-  predicted = at_or_above[0] + true_pos
-  num_gt = np.count_nonzero(gt)
-  hit = true_pos > 0
-  safe_denominator = np.where(hit, num_gt + predicted, 1)
-  dice = np.where(hit, 2.0 * true_pos / safe_denominator, 0.0)
-  iou = np.where(hit, true_pos / (safe_denominator - true_pos), 0.0)
-  return dice, iou
+  return _dice_iou_curves(_pranet_levels(prob), gt)
 
 
 def pranet_mean_dice_iou(prob: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -101,3 +113,67 @@ def per_image_dice_iou(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
   if union == 0:
     return 1.0, 1.0
   return 2.0 * true_pos / (union + true_pos), true_pos / union
+
+
+class BenchmarkMetrics:
+  """The six numbers polyp papers report for a test set, accumulated one image at a time.
+
+  Each image is scored on the 8-bit map `MyTest.py` saves for it (`_pranet_levels`) against its 0/255 mask:
+  mDice and mIoU by this module (the toolbox's means over 256 thresholds); weighted F-measure (beta 1),
+  S-measure (alpha 0.5), E-measure and MAE by pysodmetrics, which reads the map as the toolbox's `main.m` does
+  (im2double, mapminmax) and binarises the mask at 128. Only per-image numbers are kept (for the E-measure a
+  256-threshold curve), never the maps, so splits of full-resolution images stream through.
+
+  Split numbers, as the toolbox forms them: mDice, mIoU, F^w_beta, S_alpha and MAE are means over images;
+  E^max_xi and mean E_xi are the maximum and the mean over thresholds of the image-averaged E-measure curve.
+  pysodmetrics binarises at level >= j for j = 0..255, PraNet's `main.m` at level > j: the curves share 255
+  thresholds, and the remaining one, everything (pysodmetrics) or nothing (toolbox) called polyp, scores
+  N / (4 (N - 1)) either way for an N-pixel image holding polyp and background, so both numbers agree. They
+  differ only on an image without polyp, where pysodmetrics also scores the weighted F-measure 0 (the toolbox
+  gives NaN); the polyp test sets have none.
+  """
+
+  def __init__(self):
+    # Imported here: pysodmetrics imports scikit-learn and scikit-image (seconds), and only scoring a split needs
+    # it, not the rest of this module nor the evaluate CLI's argument checks.
+    import py_sod_metrics  # pylint: disable=import-outside-toplevel
+    self._mdice = []
+    self._miou = []
+    self._weighted_fmeasure = py_sod_metrics.WeightedFmeasure()
+    self._smeasure = py_sod_metrics.Smeasure()
+    self._emeasure = py_sod_metrics.Emeasure()
+    self._mae = py_sod_metrics.MAE()
+
+  def add(self, prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Scores one image; returns its {'mdice', 'miou'}.
+
+    Args:
+      prob: (H, W) predicted foreground probability at the ground truth's size (min-max normalised here).
+      gt: (H, W) binary ground truth (bool or 0/1).
+    """
+    prob = np.asarray(prob)
+    gt = _check_pair(prob, np.asarray(gt))
+    saved_map = _pranet_levels(prob)
+    dice, iou = _dice_iou_curves(saved_map, gt)
+    saved_mask = gt.astype(np.uint8) * 255
+    for meter in (self._weighted_fmeasure, self._smeasure, self._emeasure, self._mae):
+      meter.step(pred=saved_map, gt=saved_mask)
+    scores = {'mdice': float(dice.mean()), 'miou': float(iou.mean())}
+    self._mdice.append(scores['mdice'])
+    self._miou.append(scores['miou'])
+    return scores
+
+  def results(self) -> dict[str, float]:
+    """The split's mdice, miou, weighted_fmeasure, smeasure, max_emeasure, mean_emeasure and mae."""
+    if not self._mdice:
+      raise ValueError('No image to summarize: the split is empty.')
+    emeasure_curve = self._emeasure.get_results()['em']['curve']
+    return {
+        'mdice': float(np.mean(self._mdice)),
+        'miou': float(np.mean(self._miou)),
+        'weighted_fmeasure': float(self._weighted_fmeasure.get_results()['wfm']),
+        'smeasure': float(self._smeasure.get_results()['sm']),
+        'max_emeasure': float(emeasure_curve.max()),
+        'mean_emeasure': float(emeasure_curve.mean()),
+        'mae': float(self._mae.get_results()['mae']),
+    }

@@ -124,6 +124,32 @@ def combo(logits: jax.Array, labels: jax.Array, *, alpha: float = 0.5, beta: flo
   return alpha * cross_entropy - (1.0 - alpha) * _dice_coefficient(jax.nn.sigmoid(logits), labels)
 
 
+def _box_mean(x: jax.Array, size: int) -> jax.Array:
+  """Mean over a size x size window around each pixel of (N, H, W, C), zeros outside the image counted in
+  (PyTorch's avg_pool2d(k, stride=1, padding=k // 2) with its default count_include_pad); two 1-D passes."""
+  for window in ((1, size, 1, 1), (1, 1, size, 1)):
+    x = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, (1, 1, 1, 1), 'SAME')
+  return x / (size * size)
+
+
+def structure(logits: jax.Array, labels: jax.Array, *, window: int = 31, edge_weight: float = 5.0) -> jax.Array:
+  """PraNet's structure loss (Fan et al., MICCAI 2020; F3Net's): weighted BCE + weighted IoU, mean over images.
+
+  Pixels are weighted 1 + edge_weight |box_mean(y) - y| over a 31 x 31 window, which stresses the polyp's
+  outline; wBCE and wIoU = 1 - (inter + 1) / (union - inter + 1) are computed per image and channel, not
+  pooled over the batch as the other losses here, as PraNet's `structure_loss` does.
+  """
+  logits, labels = _as_float32(logits, labels)
+  weights = 1.0 + edge_weight * jnp.abs(_box_mean(labels, window) - labels)
+  per_image = lambda x: jnp.sum(x, axis=(1, 2))
+  weighted_bce = per_image(weights * _cross_entropy_map(logits, labels)) / per_image(weights)
+  probs = jax.nn.sigmoid(logits)
+  intersection = per_image(weights * probs * labels)
+  union = per_image(weights * (probs + labels))
+  weighted_iou = 1.0 - (intersection + 1.0) / (union - intersection + 1.0)
+  return jnp.mean(weighted_bce + weighted_iou)
+
+
 def focal(logits: jax.Array, labels: jax.Array, *, alpha: float = 0.25, gamma: float = 2.0) -> jax.Array:
   """mean(-(alpha y (1 - p)^gamma log p + (1 - alpha)(1 - y) p^gamma log(1 - p))), alpha 0.25, gamma 2 (Lin 2017)."""
   logits, labels = _as_float32(logits, labels)
@@ -202,6 +228,7 @@ LOSSES: dict[str, LossFn] = {
     'focal_tversky': focal_tversky,
     'log_cosh_dice': log_cosh_dice,
     'exp_log': exp_log,
+    'structure': structure,
 }
 
 

@@ -1,6 +1,7 @@
 """Prints a Keras-style summary of the configured network: one row per block, output shapes, parameter counts.
 
   python -m resunetpp_jax.summary --config=configs/kvasir.py [--config.filters='(16, 32, 64, 128, 256)']
+      [--config.model=unet]
 
 Nothing is computed: the model is built with `nnx.eval_shape` and run with `jax.eval_shape` at batch 1 and
 `config.image_size`, so even the full-size network summarises in seconds on a CPU.
@@ -64,8 +65,9 @@ def summary(config: ml_collections.ConfigDict) -> str:
   trainable, non_trainable = count(nnx.state(model, nnx.Param)), count(nnx.state(model, nnx.BatchStat))
   if sum(params for _, _, params in rows) != trainable + non_trainable:
     raise AssertionError('Some parameters belong to no row of the summary; layer_rows misses a submodule.')
-  title = (f'Model: ResUNetPP(filters={tuple(config.filters)}, num_classes={config.num_classes}, '
-           f'deep_supervision={config.deep_supervision}, dtype={config.dtype})')
+  heads = ', '.join(f'X[0,{j}]' for j in model.head_columns)
+  title = (f'Model: {type(model).__name__}(filters={tuple(config.filters)}, num_classes={config.num_classes}, '
+           f'heads on {heads}, dtype={config.dtype})')
   return title + '\n' + format_table(rows, trainable, non_trainable)
 
 

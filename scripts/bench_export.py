@@ -22,6 +22,7 @@ from resunetpp_jax import default_config
 from resunetpp_jax import export
 from resunetpp_jax import inference
 from resunetpp_jax import models
+from resunetpp_jax import pretrained
 
 _BATCHES = flags.DEFINE_list('batches', ['1', '8'], 'Predictor batch sizes.')
 _CALLS = flags.DEFINE_integer('calls', 3, 'Timed predict calls per row, after the first.')
@@ -30,15 +31,11 @@ _IMAGE_SIZE = flags.DEFINE_list('image_size', ['288', '384'], 'Height, width.')
 
 def _model():
   """(model, config, description): the packaged model if any, else the default config's network."""
-  try:
-    from resunetpp_jax import pretrained  # pylint: disable=import-outside-toplevel
+  if pretrained.SHIPPED_WEIGHTS.is_file():
     model, config, _ = pretrained.load()
     return model, config, 'packaged weights'
-  except (ModuleNotFoundError, FileNotFoundError):
-    config = default_config.get_default_config()
-    model = models.create_model(config, nnx.Rngs(config.seed))
-    model.eval()
-    return model, config, 'random initialisation'
+  config = default_config.get_default_config()
+  return models.create_model(config, nnx.Rngs(config.seed)), config, 'random initialisation'
 
 
 def measure(predictor: inference.Predictor, images: np.ndarray, calls: int) -> tuple[float, float]:

@@ -21,7 +21,7 @@ def test_shipped_configs_are_valid(get_config):
 @pytest.mark.parametrize('key, value, message', [
     ('image_size', (290, 384), r'config.image_size=\(290, 384\) .* divisible by 16'),
     ('image_size', (288,), r'config.image_size=\(288,\) must be \(height, width\)'),
-    ('model', 'unet', r"config.model='unet' is not one of 'resunetpp'"),
+    ('model', 'segnet', r"config.model='segnet' is not one of 'resunetpp', 'unet', 'unetpp'"),
     ('loss', 'dise', r"config.loss='dise' is not one of .*'dice'"),
     ('dataset', 'kvasir', r"config.dataset='kvasir' is not one of .*'kvasir_seg'"),
     ('dtype', 'float16', r"config.dtype='float16' is not one of 'float32', 'bfloat16'"),

@@ -19,6 +19,7 @@ import pytest
 from resunetpp_jax import checkpointing
 from resunetpp_jax import evaluate
 from resunetpp_jax import inference
+from resunetpp_jax import literature_metrics
 from resunetpp_jax import metrics
 from resunetpp_jax import visualize
 from resunetpp_jax.data import pipeline
@@ -32,8 +33,15 @@ PROBABILITIES[0, :2] = PROBABILITIES[1, 0] = 0.9
 PROBABILITIES[3, 3] = 0.6
 
 
+def _record(probabilities, ground_truth):
+  """One image's record as evaluate_split writes it."""
+  return {**evaluate.score_image(probabilities, ground_truth),
+          **literature_metrics.BenchmarkMetrics().add(probabilities,
+                                                      ground_truth)}
+
+
 def test_score_image_at_threshold_and_over_pranet_thresholds():
-  record = evaluate.score_image(PROBABILITIES, GROUND_TRUTH)
+  record = _record(PROBABILITIES, GROUND_TRUTH)
   assert (record['tp'], record['fp'], record['fn'], record['tn']) == (3, 1, 1, 11)
   assert record['dice'] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
   assert record['iou'] == pytest.approx(3 / 5)
@@ -47,8 +55,7 @@ def test_score_image_at_threshold_and_over_pranet_thresholds():
 
 
 def test_empty_ground_truth_and_empty_prediction_is_perfect_at_threshold():
-  record = evaluate.score_image(np.full((4, 4), 0.1, np.float32),
-                                np.zeros((4, 4), bool))
+  record = _record(np.full((4, 4), 0.1, np.float32), np.zeros((4, 4), bool))
   assert (record['tp'], record['fp'], record['fn'], record['tn']) == (0, 0, 0, 16)
   assert (record['dice'], record['iou']) == (1.0, 1.0)
   # The toolbox scores 0 whenever nothing is found, so 0 for empty truth.
@@ -58,14 +65,14 @@ def test_empty_ground_truth_and_empty_prediction_is_perfect_at_threshold():
 def test_false_alarm_on_empty_ground_truth_scores_zero():
   probabilities = np.zeros((4, 4), np.float32)
   probabilities[1:3, 1:3] = 0.7
-  record = evaluate.score_image(probabilities, np.zeros((4, 4), bool))
+  record = _record(probabilities, np.zeros((4, 4), bool))
   assert (record['tp'], record['fp'], record['fn']) == (0, 4, 0)
   assert (record['dice'], record['iou'], record['mdice'], record['miou']) == (
       0.0, 0.0, 0.0, 0.0)
 
 
 def test_empty_prediction_of_a_polyp_scores_zero_at_threshold():
-  record = evaluate.score_image(np.full((4, 4), 0.3, np.float32), GROUND_TRUTH)
+  record = _record(np.full((4, 4), 0.3, np.float32), GROUND_TRUTH)
   assert (record['tp'], record['fp'], record['fn']) == (0, 0, 4)
   assert (record['dice'], record['iou']) == (0.0, 0.0)
   # A constant map is level 0 everywhere: only threshold 0 finds anything,
@@ -89,7 +96,7 @@ def test_evaluate_pairs_pools_pixels_and_averages_images():
   assert summary['recall'] == pytest.approx(tp / (tp + fn))
   assert summary['mean_dice'] == pytest.approx((0.75 + 1 + 0) / 3)
   assert summary['mean_iou'] == pytest.approx((0.6 + 1 + 0) / 3)
-  first = evaluate.score_image(PROBABILITIES, GROUND_TRUTH)
+  first = _record(PROBABILITIES, GROUND_TRUTH)
   assert summary['mdice'] == pytest.approx(
       (first['mdice'] + 0 + 2 * 4 / 20 / 256) / 3)
   assert summary['miou'] == pytest.approx((first['miou'] + 0 + 4 / 16 / 256) / 3)
@@ -152,6 +159,40 @@ def test_format_table_lines_up_one_row_per_split():
                          '0.9000', '0.8500', '0.8800', '0.8200', '0.9300',
                          '0.9000']
   assert len(header) == len(row)
+
+
+def test_format_paper_table_in_the_layout_of_the_published_tables():
+  results = [
+      {'dataset': 'kvasir_seg', 'split': 'test', 'mdice': 0.8984,
+       'miou': 0.8496, 'weighted_fmeasure': 0.8844, 'smeasure': 0.9152,
+       'max_emeasure': 0.9479, 'mae': 0.0304},
+      {'dataset': 'cvc_clinicdb', 'split': 'pranet_test', 'mdice': 1.0,
+       'miou': 0.0004, 'weighted_fmeasure': 0.0, 'smeasure': 0.9995,
+       'max_emeasure': 0.9, 'mae': 0.0049}]
+  assert evaluate.format_paper_table('ours', results).splitlines() == [
+      '        kvasir_seg/test                                       '
+      'cvc_clinicdb/pranet_test',
+      'method    mDice     mIoU    F^w_β      S_α  E^max_ξ      MAE    mDice'
+      '     mIoU    F^w_β      S_α  E^max_ξ      MAE',
+      'ours       .898     .850     .884     .915     .948     .030    1.000'
+      '     .000     .000    1.000     .900     .005']
+  assert evaluate.format_paper_table('ours', results, markdown=True) == (
+      '| Method | kvasir_seg/test mDice | mIoU | F<sup>w</sup><sub>β</sub> |'
+      ' S<sub>α</sub> | E<sup>max</sup><sub>ξ</sub> | MAE |'
+      ' cvc_clinicdb/pranet_test mDice | mIoU | F<sup>w</sup><sub>β</sub> |'
+      ' S<sub>α</sub> | E<sup>max</sup><sub>ξ</sub> | MAE |\n'
+      '| --- |' + ' ---: |' * 12 + '\n'
+      '| ours | .898 | .850 | .884 | .915 | .948 | .030 | 1.000 | .000 | .000 |'
+      ' 1.000 | .900 | .005 |')
+  # A dataset name wider than its six columns (71 characters) widens them
+  # all to 11 = ceil((71 - 5 separators of 2) / 6); the next group starts
+  # after 6 + 2 + 6 * 11 + 5 * 2 + 2 = 86 characters.
+  long_name = dict(results[0], split='x' * 60)
+  names, header, row = evaluate.format_paper_table(
+      'ours', [long_name, results[1]]).splitlines()
+  assert names.index('cvc_clinicdb') == 86
+  assert header[86:97] == '      mDice' and row[86:97] == '      1.000'
+  assert len(header) == len(row) == 6 + 12 * (2 + 11)
 
 
 # --- visualize ---------------------------------------------------------------
@@ -230,8 +271,10 @@ def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
   assert (written['dataset'], written['split']) == ('synthetic_polyps', 'test')
   assert written['checkpoint_step'] == TRAIN_STEPS
   assert written['num_images'] == len(written['images']) == 64
+  assert written['model'] == 'resunetpp'
   for key in ('dice', 'iou', 'precision', 'recall', 'mean_dice', 'mean_iou',
-              'mdice', 'miou'):
+              'mdice', 'miou', 'weighted_fmeasure', 'smeasure', 'max_emeasure',
+              'mean_emeasure', 'mae'):
     assert 0.0 <= written[key] <= 1.0, key
   assert {(r['height'], r['width']) for r in written['images']} == {(128, 160)}
   recomputed = evaluate.summarize(written['images'])
@@ -240,14 +283,18 @@ def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
   # Record k is image k of the split, predicted at 32x32 and scored at 128x160.
   config = evaluate.data_config(checkpointing.load_config(trained_workdir),
                                 'synthetic_polyps', {})
-  examples = list(itertools.islice(
-      pipeline.iterate_originals(config, 'test'), 3))
+  examples = list(pipeline.iterate_originals(config, 'test'))
   predictor = inference.Predictor.from_workdir(trained_workdir)
-  for example, record in zip(examples, written['images']):
+  probabilities = predictor.predict_proba([x['image'] for x in examples])
+  for example, prob, record in itertools.islice(
+      zip(examples, probabilities, written['images']), 3):
     assert record['name'] == example['name']
-    expected = evaluate.score_image(predictor.predict_proba(example['image']),
-                                    example['mask'])
+    expected = _record(prob, example['mask'])
     assert {k: record[k] for k in expected} == pytest.approx(expected)
+  # The papers' numbers, streamed image by image, are those of the whole split.
+  expected = evaluate.evaluate_pairs(
+      zip(probabilities, [x['mask'] for x in examples]))
+  assert {k: written[k] for k in expected} == pytest.approx(expected)
 
   picture_dir = os.path.join(trained_workdir, 'eval', 'synthetic_polyps-test')
   name = examples[0]['name']
@@ -267,7 +314,7 @@ def test_evaluate_command_line_prints_a_table(trained_workdir):
   completed = subprocess.run(
       [sys.executable, '-m', 'resunetpp_jax.evaluate',
        f'--workdir={trained_workdir}', '--checkpoint=latest',
-       '--datasets=synthetic_polyps:valid'],
+       '--datasets=synthetic_polyps:valid', '--table=markdown'],
       cwd=REPO_DIR, capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr
   assert f'(step {TRAIN_STEPS})' in completed.stdout
@@ -276,6 +323,8 @@ def test_evaluate_command_line_prints_a_table(trained_workdir):
                          'synthetic_polyps-valid.json')) as f:
     written = json.load(f)
   assert (written['checkpoint'], written['num_images']) == ('latest', 64)
+  assert completed.stdout.endswith(
+      evaluate.format_paper_table('resunetpp', [written], markdown=True) + '\n')
 
 
 def test_evaluate_command_line_rejects_a_bad_dataset_item(tmp_path):

@@ -272,8 +272,8 @@ def test_bfloat16_model_keeps_float32_params_and_returns_float32_logits():
 
 
 def test_create_model_reads_config():
-  config = ml_collections.ConfigDict(dict(filters=(4, 8, 16), num_classes=3, deep_supervision=False,
-                                          dtype='bfloat16', bn_momentum=0.9))
+  config = ml_collections.ConfigDict(dict(model='resunetpp', filters=(4, 8, 16), num_classes=3,
+                                          deep_supervision=False, dtype='bfloat16', bn_momentum=0.9))
   model = nnx.eval_shape(lambda: create_model(config, nnx.Rngs(0)))
   assert model.filters == (4, 8, 16) and model.dtype == jnp.bfloat16
   assert {m.momentum for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)} == {0.9}

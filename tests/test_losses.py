@@ -71,6 +71,22 @@ def _np_exp_log(p, y):
   return 0.8 * (-np.log(_np_dice_coef(p, y)))**0.3 + 0.2 * np.mean(w * (-np.log(p_true))**0.3)
 
 
+def _np_structure(p, y, window=31):
+  """PraNet's structure_loss, with avg_pool2d(k, stride 1, padding k // 2) written as an explicit window sum."""
+  n, h, w, c = y.shape
+  pad = window // 2
+  padded = np.pad(y, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  box = np.zeros_like(y)
+  for i in range(h):
+    for j in range(w):
+      box[:, i, j] = padded[:, i:i + window, j:j + window].sum(axis=(1, 2)) / window**2
+  weight = 1 + 5 * np.abs(box - y)
+  wbce = np.sum(weight * _np_bce_map(p, y), axis=(1, 2)) / np.sum(weight, axis=(1, 2))
+  inter = np.sum(p * y * weight, axis=(1, 2))
+  union = np.sum((p + y) * weight, axis=(1, 2))
+  return np.mean(wbce + 1 - (inter + 1) / (union - inter + 1))
+
+
 NUMPY_REFERENCES = {
     'dice': lambda p, y: 1 - _np_dice_coef(p, y),
     'bce': lambda p, y: np.mean(_np_bce_map(p, y)),
@@ -88,6 +104,7 @@ NUMPY_REFERENCES = {
     'focal_tversky': lambda p, y: _np_tversky_loss(p, y)**0.75,
     'log_cosh_dice': lambda p, y: np.log(np.cosh(1 - _np_dice_coef(p, y))),
     'exp_log': _np_exp_log,
+    'structure': _np_structure,
 }
 
 # The value each loss takes at a perfect prediction.
@@ -221,6 +238,18 @@ def test_every_loss_computes_in_float32_from_bfloat16_logits():
   for name, value in from_bfloat16.items():
     assert value.dtype == jnp.float32, name
     assert float(value) == pytest.approx(float(from_float32[name][0]), rel=1e-6), name
+
+
+def test_structure_loss_weights_the_outline_by_hand():
+  """One 1x3 image, window 3: box means of y = (0, 1, 0) are (1/9, 1/9, 1/9), so the weights are
+  (1 + 5/9, 1 + 40/9, 1 + 5/9); with p = (1/4, 3/4, 1/4) every pixel's BCE is ln(4/3)."""
+  logits = np.array([-LN3, LN3, -LN3], np.float32).reshape(1, 1, 3, 1)
+  labels = np.array([0, 1, 0], np.float32).reshape(1, 1, 3, 1)
+  w_edge, w_polyp = 14 / 9, 49 / 9
+  inter = 0.75 * w_polyp
+  union = 2 * 0.25 * w_edge + 1.75 * w_polyp
+  expected = math.log(4 / 3) + 1 - (inter + 1) / (union - inter + 1)
+  assert float(losses.structure(logits, labels, window=3)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_shape_mismatch_is_an_error():

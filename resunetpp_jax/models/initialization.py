@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from resunetpp_jax.models import resunetpp
+from resunetpp_jax.models import factory
 
 _ONES = ('scale', 'var')
 _ZEROS = ('bias', 'mean')
@@ -42,10 +42,10 @@ def _initial_value(seed: int, path: tuple, abstract: jax.ShapeDtypeStruct) -> np
   return value.astype(abstract.dtype)
 
 
-def create_initialized_model(config: ml_collections.ConfigDict, seed: int | None = None) -> resunetpp.ResUNetPP:
-  """The network of `config`, with concrete initial weights from `seed` (default config.seed)."""
+def create_initialized_model(config: ml_collections.ConfigDict, seed: int | None = None) -> nnx.Module:
+  """The network of `config` (config.model), with concrete initial weights from `seed` (default config.seed)."""
   seed = config.seed if seed is None else seed
-  abstract = nnx.eval_shape(lambda: resunetpp.create_model(config, nnx.Rngs(seed)))
+  abstract = nnx.eval_shape(lambda: factory.create_model(config, nnx.Rngs(seed)))
   graphdef, state = nnx.split(abstract)
   values = jax.tree_util.tree_map_with_path(
       lambda path, leaf: _initial_value(seed, tuple(k.key for k in path), leaf), nnx.to_pure_dict(state))

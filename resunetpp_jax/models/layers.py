@@ -1,4 +1,4 @@
-"""Building blocks of the Residual UNet++: CBAM attention, residual units, upsampling.
+"""Building blocks of the Residual UNet++ (CBAM attention, residual units, upsampling) and of its baselines.
 
 Every layer follows the Keras original (SPEC.md): TensorFlow 'SAME' padding, BatchNorm with Keras' momentum 0.99
 and epsilon 1e-3, Glorot-uniform kernels and zero biases. Parameters are float32; `dtype` is the compute dtype.
@@ -56,6 +56,16 @@ def conv(in_features: int, out_features: int, kernel_size: int, *, strides: int 
   return nnx.Conv(in_features, out_features, (kernel_size, kernel_size), strides=strides, padding='SAME',
                   use_bias=use_bias, kernel_init=KERNEL_INIT, dtype=dtype, preferred_element_type=output_dtype,
                   rngs=rngs)
+
+
+def conv_transpose_2x(in_features: int, out_features: int, *, dtype: Any, rngs: nnx.Rngs) -> nnx.ConvTranspose:
+  """2x2 transposed convolution with stride 2, with bias: each input pixel paints one 2x2 output block.
+
+  The U-Net paper's 'up-convolution'. Flax keeps the kernel HWIO and applies it flipped relative to PyTorch's
+  ConvTranspose2d and Keras' Conv2DTranspose, which for a learned kernel spans the same functions.
+  """
+  return nnx.ConvTranspose(in_features, out_features, (2, 2), strides=2, padding='VALID', kernel_init=KERNEL_INIT,
+                           dtype=dtype, rngs=rngs)
 
 
 def upsample_nearest_2x(x: jax.Array) -> jax.Array:
@@ -132,6 +142,24 @@ class CbamResidualBlock(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.sa(self.ca(self.unit(x)))
     return y + self.short_bn(self.short_conv(x))
+
+
+class ConvBlock(nnx.Module):
+  """(Conv3x3 -> BN -> ReLU) twice: the block of U-Net and UNet++ as the polyp literature's baselines build them.
+
+  The convolutions have no bias: the BatchNorm after each one subtracts any constant shift.
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, dtype: Any = jnp.float32,
+               bn_momentum: float = BN_MOMENTUM, rngs: nnx.Rngs):
+    self.conv1 = conv(in_features, out_features, 3, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn1 = batch_norm(out_features, dtype, rngs, bn_momentum)
+    self.conv2 = conv(out_features, out_features, 3, use_bias=False, dtype=dtype, rngs=rngs)
+    self.bn2 = batch_norm(out_features, dtype, rngs, bn_momentum)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = jax.nn.relu(self.bn1(self.conv1(x)))
+    return jax.nn.relu(self.bn2(self.conv2(y)))
 
 
 class UpConv(nnx.Module):

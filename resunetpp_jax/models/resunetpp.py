@@ -10,12 +10,29 @@ from typing import Any
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from resunetpp_jax.models import layers
 
 IMAGE_CHANNELS = 3
-COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def check_levels(filters: Sequence[int]) -> tuple[int, ...]:
+  """`filters` as a tuple of ints; ValueError unless there are at least 2 levels (one downsampling step)."""
+  filters = tuple(int(f) for f in filters)
+  if len(filters) < 2:
+    raise ValueError(f'filters={filters}: the network needs at least 2 levels (one downsampling step).')
+  return filters
+
+
+def check_image_shape(model_name: str, shape: Sequence[int], num_levels: int) -> None:
+  """Raises ValueError unless `shape` is (N, H, W, 3) with H, W divisible by 2**(num_levels - 1)."""
+  factor = 2 ** (num_levels - 1)
+  if len(shape) != 4 or shape[-1] != IMAGE_CHANNELS:
+    raise ValueError(f'{model_name} expects NHWC RGB images (N, H, W, {IMAGE_CHANNELS}); got shape {tuple(shape)}.')
+  if shape[1] % factor or shape[2] % factor:
+    raise ValueError(
+        f'Image height and width must be divisible by {factor} (2**(len(filters)-1) for '
+        f'{num_levels} levels); got {shape[1]}x{shape[2]}. Resize or crop the images (config.image_size).')
 
 
 def node_name(i: int, j: int) -> str:
@@ -33,9 +50,7 @@ class ResUNetPP(nnx.Module):
   def __init__(self, filters: Sequence[int] = (32, 64, 128, 256, 512), num_classes: int = 1,
                deep_supervision: bool = True, dtype: Any = jnp.float32,
                bn_momentum: float = layers.BN_MOMENTUM, *, rngs: nnx.Rngs):
-    filters = tuple(int(f) for f in filters)
-    if len(filters) < 2:
-      raise ValueError(f'filters={filters}: the network needs at least 2 levels (one downsampling step).')
+    filters = check_levels(filters)
     self.filters = filters
     self.num_levels = len(filters)
     self.dtype = dtype
@@ -58,14 +73,7 @@ class ResUNetPP(nnx.Module):
         for _ in self.head_columns])
 
   def check_input(self, shape: Sequence[int]) -> None:
-    """Raises ValueError unless `shape` is (N, H, W, 3) with H, W divisible by 2**(levels - 1)."""
-    factor = 2 ** (self.num_levels - 1)
-    if len(shape) != 4 or shape[-1] != IMAGE_CHANNELS:
-      raise ValueError(f'ResUNetPP expects NHWC RGB images (N, H, W, {IMAGE_CHANNELS}); got shape {tuple(shape)}.')
-    if shape[1] % factor or shape[2] % factor:
-      raise ValueError(
-          f'Image height and width must be divisible by {factor} (2**(len(filters)-1) for '
-          f'{self.num_levels} levels); got {shape[1]}x{shape[2]}. Resize or crop the images (config.image_size).')
+    check_image_shape(type(self).__name__, shape, self.num_levels)
 
   def node_outputs(self, x: jax.Array) -> dict[str, jax.Array]:
     """Every submodule's output keyed by its path, in execution order: 'enc.i', 'up.i_j', 'dec.i_j', 'heads.k'."""
@@ -93,17 +101,3 @@ class ResUNetPP(nnx.Module):
   def head_kernel_sq_sum(self) -> jax.Array:
     """Sum of squares of the heads' kernels: the original's l2(1e-4) penalty before its weight."""
     return sum(jnp.sum(jnp.square(head.kernel[...])) for head in self.heads)
-
-
-def compute_dtype(name: str) -> Any:
-  """The jnp dtype for config.dtype; parameters stay float32 whatever it is."""
-  if name not in COMPUTE_DTYPES:
-    raise ValueError(f'config.dtype={name!r} is not supported; use one of {sorted(COMPUTE_DTYPES)}.')
-  return COMPUTE_DTYPES[name]
-
-
-def create_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> ResUNetPP:
-  """Builds the network from config keys filters, num_classes, deep_supervision, dtype and bn_momentum."""
-  return ResUNetPP(filters=tuple(config.filters), num_classes=config.num_classes,
-                   deep_supervision=config.deep_supervision, dtype=compute_dtype(config.dtype),
-                   bn_momentum=config.bn_momentum, rngs=rngs)

@@ -1,0 +1,147 @@
+r"""The trained model shipped inside the package, and the file format that carries it.
+
+  python -m resunetpp_jax.pretrained --workdir=WORKDIR [--checkpoint=latest] \
+      --output=model.safetensors [--card=card.json]
+
+A model file is a safetensors file (no pickle, no code): one tensor per model
+variable, named by its path in the network ('enc/0/conv/kernel', ...);
+parameters in float16 (half the size, with no measurable change in masks) and
+BatchNorm statistics in float32 (their small variances lose precision in
+float16). Its string metadata holds 'config' (the run's config as JSON: model,
+filters, image_size, ... to rebuild the network), 'step', 'format' and, for the
+shipped model, the model card's facts ('card': JSON of data, recipe, commit, GPU,
+minutes, scores). `load` checks every name and shape against the network that
+config builds, so a file and a config that disagree fail with one message naming
+the file and the first mismatch.
+
+`inference.Predictor.pretrained()`, `predict` and `evaluate` without --workdir,
+and `export` by default all read `SHIPPED_WEIGHTS`.
+"""
+import importlib.resources
+import json
+import os
+import pathlib
+from typing import Any
+
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+import safetensors
+from safetensors import numpy as safetensors_numpy
+
+from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
+
+FORMAT = 'resunetpp_jax.model/1'
+SHIPPED_WEIGHTS = importlib.resources.files('resunetpp_jax') / 'weights' / 'polyp.safetensors'
+_PARAM_DTYPE = np.float16
+
+
+def _variable_name(path: tuple) -> str:
+  return '/'.join(str(part) for part in path)
+
+
+def _config_from_json(text: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(json.loads(text))
+  config.image_size = tuple(config.image_size)
+  config.filters = tuple(config.filters)
+  return config
+
+
+def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str | os.PathLike, *,
+         step: int | None = None, card: dict[str, Any] | None = None) -> None:
+  """Writes `model` (its parameters and BatchNorm statistics) and `config` to a model file at `path`."""
+  tensors = {}
+  for variable_path, variable in nnx.to_flat_state(nnx.state(model)):
+    value = np.asarray(jax.device_get(variable.get_value()))
+    if isinstance(variable, nnx.Param):
+      value = value.astype(_PARAM_DTYPE)
+      if not np.all(np.isfinite(value)):
+        raise cli.UserError(f'{_variable_name(variable_path)} does not fit float16; the model cannot be saved '
+                            'in this format.')
+    tensors[_variable_name(variable_path)] = np.ascontiguousarray(value)
+  metadata = {'format': FORMAT, 'config': config.to_json_best_effort()}
+  if step is not None:
+    metadata['step'] = str(step)
+  if card:
+    metadata['card'] = json.dumps(card)
+  safetensors_numpy.save_file(tensors, os.fspath(path), metadata=metadata)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+  """The string metadata of a model file, without reading its tensors."""
+  with open(path, 'rb') as f:
+    header_size = int.from_bytes(f.read(8), 'little')
+    header = json.loads(f.read(header_size))
+  return header.get('__metadata__', {})
+
+
+def load(path: str | os.PathLike | None = None) -> tuple[nnx.Module, ml_collections.ConfigDict, dict[str, str]]:
+  """A model file's network (in eval mode, float32 variables), its config and its metadata.
+
+  Args:
+    path: a file written by `save`; None reads the model shipped with the package.
+  """
+  from resunetpp_jax import models  # Deferred, as checkpointing.restore_model does.
+  path = pathlib.Path(os.fspath(path) if path is not None else str(SHIPPED_WEIGHTS))
+  if not path.is_file():
+    if path == pathlib.Path(str(SHIPPED_WEIGHTS)):
+      raise cli.UserError(
+          f'This installation holds no trained model ({path} is missing). Train one (configs/polyp.py) and '
+          'pass --workdir, or give a model file.')
+    raise cli.UserError(f'Model file {path} does not exist.')
+  try:
+    metadata = read_metadata(path)
+    tensors = safetensors_numpy.load_file(path)
+  except (OSError, ValueError, safetensors.SafetensorError) as error:
+    raise cli.UserError(f'{path} is not a readable model file ({error}).') from error
+  if metadata.get('format') != FORMAT:
+    raise cli.UserError(f'{path} is not a resunetpp_jax model file (format {metadata.get("format")!r}, '
+                        f'expected {FORMAT!r}).')
+  config = _config_from_json(metadata['config'])
+  abstract = nnx.eval_shape(lambda: models.create_model(config, nnx.Rngs(config.seed)))
+  graphdef, abstract_state = nnx.split(abstract)
+  flat = nnx.to_flat_state(abstract_state)
+  expected = {_variable_name(variable_path): variable for variable_path, variable in flat}
+  unexpected = sorted(set(tensors) - set(expected))
+  if unexpected:
+    raise cli.UserError(f'{path} holds {len(unexpected)} tensors its config\'s network does not have '
+                        f'(e.g. {unexpected[0]!r}).')
+  for name, variable in expected.items():
+    if name not in tensors:
+      raise cli.UserError(f'{path} lacks the tensor {name!r} that its config\'s network needs.')
+    want = variable.get_value().shape
+    if tensors[name].shape != want:
+      raise cli.UserError(f'{path}: tensor {name!r} has shape {tensors[name].shape}, its config\'s network '
+                          f'needs {want}.')
+    variable.set_value(jax.numpy.asarray(tensors[name], np.float32))
+  model = nnx.merge(graphdef, nnx.from_flat_state(flat))
+  model.eval()
+  return model, config, metadata
+
+
+def define_flags():
+  """The converter's flags; defined only when run as a program."""
+  flags.DEFINE_string('workdir', None, 'The training workdir (config.json, checkpoints/).', required=True)
+  flags.DEFINE_string('checkpoint', 'latest', "'best', 'latest' or a step.")
+  flags.DEFINE_string('output', None, 'The model file to write (.safetensors).', required=True)
+  flags.DEFINE_string('card', None, 'A JSON file of model-card facts to store in the metadata.')
+
+
+def main(argv):
+  from resunetpp_jax import inference  # Deferred: inference imports this module.
+  if len(argv) > 1:
+    raise cli.UserError(f'Unexpected arguments: {argv[1:]}')
+  args = flags.FLAGS
+  config = checkpointing.load_config(args.workdir)
+  model, step = checkpointing.restore_model(args.workdir, config, inference.parse_checkpoint(args.checkpoint))
+  card = json.loads(pathlib.Path(args.card).read_text()) if args.card else None
+  save(model, config, args.output, step=step, card=card)
+  print(f'Wrote {args.output}: step {step} of {args.workdir}, {os.path.getsize(args.output) / 2**20:.1f} MiB.')
+
+
+if __name__ == '__main__':
+  define_flags()
+  cli.run(main)

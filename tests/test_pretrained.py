@@ -1,0 +1,80 @@
+"""The model file format (safetensors, float16 parameters) and the shipped model."""
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from resunetpp_jax import cli
+from resunetpp_jax import inference
+from resunetpp_jax import pretrained
+from resunetpp_jax.models import initialization
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+  model = initialization.create_initialized_model(tiny_config)
+  model.eval()
+  return model
+
+
+def _variables(model):
+  return {'/'.join(map(str, path)): (type(v), np.asarray(v.get_value()))
+          for path, v in nnx.to_flat_state(nnx.state(model))}
+
+
+def test_round_trip_keeps_statistics_exactly_and_parameters_to_float16(tiny_model, tiny_config, tmp_path):
+  path = tmp_path / 'model.safetensors'
+  card = {'data': 'synthetic', 'scores': {'dice': 0.5}}
+  pretrained.save(tiny_model, tiny_config, path, step=7, card=card)
+  loaded, config, metadata = pretrained.load(path)
+  assert tuple(config.filters) == tuple(tiny_config.filters)
+  assert tuple(config.image_size) == tuple(tiny_config.image_size)
+  assert metadata['step'] == '7' and json.loads(metadata['card']) == card
+  before, after = _variables(tiny_model), _variables(loaded)
+  assert before.keys() == after.keys()
+  for name, (kind, value) in before.items():
+    restored = after[name][1]
+    assert restored.dtype == np.float32
+    if kind is nnx.Param:
+      np.testing.assert_array_equal(restored, value.astype(np.float16).astype(np.float32), err_msg=name)
+    else:  # BatchNorm statistics stay float32.
+      np.testing.assert_array_equal(restored, value, err_msg=name)
+
+
+def test_loaded_model_predicts_as_the_original(tiny_model, tiny_config, tmp_path):
+  path = tmp_path / 'model.safetensors'
+  pretrained.save(tiny_model, tiny_config, path, step=3)
+  images = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), np.uint8)
+  original = inference.Predictor(tiny_model, tiny_config).predict_proba(images)
+  shipped_format = inference.Predictor.pretrained(str(path))
+  assert shipped_format.step == 3
+  np.testing.assert_allclose(shipped_format.predict_proba(images), original, atol=2e-3)
+
+
+def test_file_and_config_that_disagree_name_the_tensor(tiny_model, tiny_config, tmp_path):
+  path = tmp_path / 'model.safetensors'
+  wider = tiny_config.copy_and_resolve_references()
+  wider.filters = (8, 16, 64)
+  pretrained.save(tiny_model, wider, path)  # Tensors of (8, 16, 32), config of (8, 16, 64).
+  with pytest.raises(cli.UserError, match=r'model\.safetensors: tensor .* has shape'):
+    pretrained.load(path)
+
+
+def test_files_that_are_not_model_files_are_refused_by_name(tmp_path):
+  with pytest.raises(cli.UserError, match='missing.safetensors does not exist'):
+    pretrained.load(tmp_path / 'missing.safetensors')
+  garbage = tmp_path / 'garbage.safetensors'
+  garbage.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": 1}')
+  with pytest.raises(cli.UserError, match='garbage.safetensors'):
+    pretrained.load(garbage)
+
+
+def test_parameters_too_large_for_float16_are_refused(tiny_model, tiny_config, tmp_path):
+  kernel = next(v for _, v in nnx.to_flat_state(nnx.state(tiny_model, nnx.Param)))
+  value = np.array(kernel.get_value())
+  value.flat[0] = 1e6
+  kernel.set_value(value)
+  with pytest.raises(cli.UserError, match='does not fit float16'):
+    pretrained.save(tiny_model, tiny_config, tmp_path / 'model.safetensors')
+  assert not (tmp_path / 'model.safetensors').exists()
