@@ -102,10 +102,8 @@ def metadata(config: ml_collections.ConfigDict, source: str, step: int | None) -
 
 def config_from_metadata(values: dict[str, str]) -> ml_collections.ConfigDict:
   """The config keys stored by `metadata`, as the Predictor reads them."""
-  config = ml_collections.ConfigDict(json.loads(values['config']))
-  config.image_size = tuple(config.image_size)
-  config.filters = tuple(config.filters)
-  return config
+  keys = json.loads(values['config'])
+  return ml_collections.ConfigDict(dict(keys, image_size=tuple(keys['image_size']), filters=tuple(keys['filters'])))
 
 
 def _logits_of_last_head(model: nnx.Module):
@@ -193,15 +191,16 @@ def load_onnx(path: str) -> tuple[onnxruntime.InferenceSession, dict[str, str]]:
   return session, values
 
 
-def _load_packaged_model() -> tuple[nnx.Module, ml_collections.ConfigDict, str, int | None]:
-  model, config, values = pretrained.load()  # A UserError when the package holds no weights.
-  source = f'packaged model {pretrained.SHIPPED_WEIGHTS.name} (resunetpp_jax.pretrained)'
-  if 'card' in values:
-    source += f', model card {values["card"]}'
-  return model, config, source, int(values['step']) if 'step' in values else None
-
-
-def _load_workdir_model(workdir: str, checkpoint: str) -> tuple[nnx.Module, ml_collections.ConfigDict, str, int]:
+def load_model(workdir: str | None, checkpoint: str = 'best'
+               ) -> tuple[nnx.Module, ml_collections.ConfigDict, str, int | None]:
+  """The model to export (a workdir's checkpoint, or without a workdir the packaged model), its config, where it
+  came from (for the metadata) and its training step."""
+  if workdir is None:
+    model, config, values = pretrained.load()  # A UserError when the package holds no weights.
+    source = f'packaged model {pretrained.SHIPPED_WEIGHTS.name} (resunetpp_jax.pretrained)'
+    if 'card' in values:
+      source += f', model card {values["card"]}'
+    return model, config, source, int(values['step']) if 'step' in values else None
   try:
     config = checkpointing.load_config(workdir)
     model, step = checkpointing.restore_model(workdir, config, inference.parse_checkpoint(checkpoint))
@@ -222,12 +221,9 @@ def main(argv: list[str]) -> int:
     raise cli.UserError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS
   output_format(args.output)  # Refuse a wrong name before the slow part.
-  if args.workdir is None:
-    if args['checkpoint'].present:
-      raise cli.UserError('--checkpoint selects a checkpoint of --workdir; give --workdir too.')
-    model, config, source, step = _load_packaged_model()
-  else:
-    model, config, source, step = _load_workdir_model(args.workdir, args.checkpoint)
+  if args.workdir is None and args['checkpoint'].present:
+    raise cli.UserError('--checkpoint selects a checkpoint of --workdir; give --workdir too.')
+  model, config, source, step = load_model(args.workdir, args.checkpoint)
   values = metadata(config, source, step)
   # jax2onnx builds its example models on first use (~10 s of compiles on a CPU): cached for the next export.
   compilation_cache.enable(config.compilation_cache_dir)

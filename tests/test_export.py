@@ -16,11 +16,14 @@ from resunetpp_jax import compilation_cache
 from resunetpp_jax import default_config
 from resunetpp_jax import export
 from resunetpp_jax import inference
+from resunetpp_jax import models
+from resunetpp_jax import pretrained
 from resunetpp_jax.data import image_io
 from resunetpp_jax.models import ResUNetPP
 from resunetpp_jax.models import reference_weights
 from conftest import REPO_DIR
 from conftest import TRAINED_STEPS
+from test_layers import with_random_weights
 
 PARITY_FILTERS = (16, 32, 64, 128, 256)
 PARITY_SIZE = (64, 64)
@@ -29,7 +32,8 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope='module')
 def parity(shared_dir, session_cache_dir, tmp_path_factory):
-  """The reference-weight network (test_parity.py), its JAX logits function, and both exports of it."""
+  """The reference-weight network (test_parity.py), its JAX logits function, both exports of it and their
+  runtimes (name -> function from float32 NHWC images to logits)."""
   compilation_cache.enable(str(session_cache_dir))  # jax2onnx's own compiles, reused by the CLI test below.
   with np.load(shared_dir / 'reference' / 'parity_w16.npz') as npz:
     weights = {name: npz[name] for name in npz.files}
@@ -44,43 +48,38 @@ def parity(shared_dir, session_cache_dir, tmp_path_factory):
   paths = {'onnx': str(folder / 'parity.onnx'), 'stablehlo': str(folder / 'parity.stablehlo.zip')}
   for path in paths.values():
     export.save(model, config, path, values)
+  session, _ = export.load_onnx(paths['onnx'])
+  exported, _ = export.load_stablehlo(paths['stablehlo'])
+  # Loaded once: JAX compiles the StableHLO module per batch size and per deserialized copy.
+  runtimes = {'onnx': lambda x: session.run(None, {'image': x})[0],
+              'stablehlo': lambda x: np.asarray(exported.call(x))}
   return {'logits': nnx.jit(lambda m, x: m(x)[-1]), 'model': model, 'input': weights['input'], 'paths': paths,
-          'values': values}
-
-
-def _runtimes(parity):  # pylint: disable=redefined-outer-name
-  """name -> function from float32 NHWC images to logits, for each exported file."""
-  session, _ = export.load_onnx(parity['paths']['onnx'])
-  exported, _ = export.load_stablehlo(parity['paths']['stablehlo'])
-  return {'onnx': lambda x: session.run(None, {'image': x})[0],
-          'stablehlo': lambda x: np.asarray(exported.call(x))}
+          'values': values, 'runtimes': runtimes}
 
 
 def test_exports_reproduce_the_jax_logits_on_the_parity_input(parity):
   images = parity['input']
   assert images.shape == (2, *PARITY_SIZE, 3)
   expected = np.asarray(parity['logits'](parity['model'], images))
-  for name, run in _runtimes(parity).items():
+  for name, run in parity['runtimes'].items():
     logits = run(images)
     assert logits.shape == (2, *PARITY_SIZE, 1) and logits.dtype == np.float32, name
     np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE, err_msg=name)
 
 
-def test_exports_reproduce_the_jax_logits_on_real_images(parity, shared_dir):
+def test_exports_reproduce_the_jax_logits_on_real_images_at_batch_2_and_1(parity, shared_dir):
+  """Batch 2 as the parity input (no program compiles again), then batch 1 from the same files."""
   folder = shared_dir / 'data' / 'Kvasir-SEG' / 'images'
   if not folder.is_dir():
     pytest.skip(f'{folder} is absent.')
-  paths = sorted(folder.glob('*.jpg'))[:3]
+  paths = sorted(folder.glob('*.jpg'))[:2]
   images = np.stack([inference.resize_image(image_io.read_image(path), PARITY_SIZE) for path in paths])
   images = images.astype(np.float32) / 255.0
   expected = np.asarray(parity['logits'](parity['model'], images))
   assert np.ptp(expected) > 100 * TOLERANCE  # The tolerance resolves the images' structure.
-  runtimes = _runtimes(parity)
-  for name, run in runtimes.items():
+  for name, run in parity['runtimes'].items():
     np.testing.assert_allclose(run(images), expected, rtol=0, atol=TOLERANCE, err_msg=name)
-  # Batch 1 from the same file (the StableHLO module, already shown to take batches of 2 and 3, would compile
-  # once more for it).
-  np.testing.assert_allclose(runtimes['onnx'](images[1:2]), expected[1:2], rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(run(images[1:]), expected[1:], rtol=0, atol=TOLERANCE, err_msg=name)
 
 
 def test_files_declare_their_interface(parity):
@@ -102,11 +101,41 @@ def test_files_declare_their_interface(parity):
   assert exported.platforms == export.STABLEHLO_PLATFORMS
 
 
+def test_the_unetpp_baseline_exports_too(tmp_path):
+  """Its max pooling and transposed convolutions (shared with U-Net) convert too (tiny network, random weights)."""
+  config = default_config.get_default_config()
+  config.update(model='unetpp', filters=(4, 8, 16), image_size=(32, 32))
+  model = with_random_weights(lambda: models.create_model(config, nnx.Rngs(0)))
+  model.eval()
+  export.save(model, config, str(tmp_path / 'model.onnx'), export.metadata(config, 'unetpp', None))
+  session, _ = export.load_onnx(str(tmp_path / 'model.onnx'))
+  images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype(np.float32)
+  expected = nnx.jit(lambda m, x: m(x)[-1])(model, images)
+  # Random weights give logits up to ~30: float32 rounding grows with the activations, so the bound does too.
+  np.testing.assert_allclose(session.run(None, {'image': images})[0], expected, rtol=0,
+                             atol=1e-5 * np.abs(expected).max())
+
+
 def test_output_format_follows_the_extension():
   assert export.output_format('a/model.onnx') == 'onnx'
   assert export.output_format('model.stablehlo.zip') == 'stablehlo'
   with pytest.raises(cli.UserError, match=r'--output=model\.zip: the format follows the extension, \.onnx'):
     export.output_format('model.zip')
+
+
+def test_default_source_is_the_packaged_model(tmp_path, monkeypatch):
+  monkeypatch.setattr(pretrained, 'SHIPPED_WEIGHTS', tmp_path / 'polyp.safetensors')
+  with pytest.raises(cli.UserError, match='This installation holds no trained model'):
+    export.load_model(None)
+  config = default_config.get_default_config()
+  config.filters = (8, 16)
+  config.image_size = (16, 16)
+  pretrained.save(with_random_weights(lambda: models.create_model(config, nnx.Rngs(0))), config,
+                  tmp_path / 'polyp.safetensors', step=7,
+                  card={'data': 'kvasir_seg'})
+  model, loaded_config, source, step = export.load_model(None)
+  assert isinstance(model, ResUNetPP) and list(loaded_config.filters) == [8, 16] and step == 7
+  assert source == 'packaged model polyp.safetensors (resunetpp_jax.pretrained), model card {"data": "kvasir_seg"}'
 
 
 def test_from_onnx_names_a_file_that_is_not_an_export(tmp_path):
@@ -138,7 +167,7 @@ def test_export_command_then_predict_with_the_onnx_file_writes_the_jax_masks(tra
   assert values['source'] == f'workdir {trained_workdir}, checkpoint {TRAINED_STEPS}, step {TRAINED_STEPS}'
   onnx_predictor = inference.Predictor.from_onnx(str(model_path), batch_size=2)
   assert onnx_predictor.step == TRAINED_STEPS
-  assert tuple(onnx_predictor.config.image_size) == (32, 32)
+  assert onnx_predictor.config.image_size == (32, 32)
   jax_predictor = inference.Predictor.from_workdir(trained_workdir, TRAINED_STEPS, batch_size=2)
   images = [_random_image(*size, seed=k) for k, size in enumerate([(48, 40), (32, 32), (20, 70)])]
   for tta in (False, True):
