@@ -30,8 +30,6 @@ import os
 import pathlib
 import tempfile
 import zipfile
-from typing import Any
-
 from absl import flags
 import jax
 from jax import export as jax_export
@@ -61,8 +59,8 @@ METADATA_FILE = 'metadata.json'
 # The config keys that say what the network is and what it was trained on.
 CONFIG_KEYS = ('model', 'filters', 'num_classes', 'deep_supervision', 'image_size', 'dataset')
 INPUT_DOC = 'float32 (batch, H, W, 3), NHWC RGB scaled to [0, 1] (uint8 / 255), resized to (H, W) = image_size'
-OUTPUT_DOC = ('float32 (batch, H, W, num_classes), logits of the last (finest) deep-supervision head; foreground probability'
-              ' = sigmoid(logits), mask = probability >= threshold')
+OUTPUT_DOC = ('float32 (batch, H, W, num_classes), logits of the last (finest) deep-supervision head; foreground'
+              ' probability = sigmoid(logits), mask = probability >= threshold')
 
 
 def output_format(path: str) -> str:
@@ -117,12 +115,12 @@ def to_onnx(model: nnx.Module, config: ml_collections.ConfigDict, values: dict[s
   python_logging.getLogger('onnx_ir.serde').setLevel(python_logging.ERROR)
   proto = jax2onnx.to_onnx(
       _logits_of_last_head(model), [('batch', *config.image_size, IMAGE_CHANNELS)],
-      model_name='resunetpp', input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+      model_name=config.model, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
   del proto.graph.value_info[:]  # Stale shapes (module docstring); recomputed next.
   proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
   proto.graph.input[0].doc_string = INPUT_DOC
   proto.graph.output[0].doc_string = OUTPUT_DOC
-  proto.doc_string = 'Residual UNet++ with CBAM (resunetpp_jax) for polyp segmentation; see metadata_props.'
+  proto.doc_string = f'{config.model} polyp segmentation network of resunetpp_jax; see metadata_props.'
   onnx.helper.set_model_props(proto, values)
   return proto
 
@@ -225,9 +223,12 @@ def main(argv: list[str]) -> int:
     raise cli.UserError('--checkpoint selects a checkpoint of --workdir; give --workdir too.')
   model, config, source, step = load_model(args.workdir, args.checkpoint)
   values = metadata(config, source, step)
-  # jax2onnx builds its example models on first use (~10 s of compiles on a CPU): cached for the next export.
+  # jax2onnx builds its example models on its first conversion (seconds of compiles): cached for the next export.
   compilation_cache.enable(config.compilation_cache_dir)
-  save(model, config, args.output, values)
+  try:
+    save(model, config, args.output, values)
+  except OSError as error:
+    raise cli.UserError(f'Cannot write --output={args.output}: {error}. Choose a writable folder.') from error
   size_mb = pathlib.Path(args.output).stat().st_size / 2**20
   print(f'Wrote {args.output} ({size_mb:.1f} MB) from the {source}: input {values["input"]}, image_size'
         f' {values["image_size"]}; output {values["output"]}.')

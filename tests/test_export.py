@@ -116,6 +116,17 @@ def test_the_unetpp_baseline_exports_too(tmp_path):
                              atol=1e-5 * np.abs(expected).max())
 
 
+def test_a_bfloat16_model_is_exported_in_float32():
+  config = default_config.get_default_config()
+  config.update(filters=(4, 8), image_size=(16, 16), dtype='bfloat16')
+  model = export.float32_model(with_random_weights(lambda: models.create_model(config, nnx.Rngs(0))), config)
+  config.dtype = 'float32'
+  expected = with_random_weights(lambda: models.create_model(config, nnx.Rngs(0)))
+  expected.eval()
+  assert nnx.graphdef(model) == nnx.graphdef(expected)  # Every layer's dtype included.
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(model), nnx.state(expected))
+
+
 def test_output_format_follows_the_extension():
   assert export.output_format('a/model.onnx') == 'onnx'
   assert export.output_format('model.stablehlo.zip') == 'stablehlo'
