@@ -228,7 +228,8 @@ def main(argv: list[str]) -> int:
   try:
     save(model, config, args.output, values)
   except OSError as error:
-    raise cli.UserError(f'Cannot write --output={args.output}: {error}. Choose a writable folder.') from error
+    raise cli.UserError(f'Cannot write --output={args.output} ({error.strerror or error}); choose a writable'
+                        ' folder.') from error
   size_mb = pathlib.Path(args.output).stat().st_size / 2**20
   print(f'Wrote {args.output} ({size_mb:.1f} MB) from the {source}: input {values["input"]}, image_size'
         f' {values["image_size"]}; output {values["output"]}.')
