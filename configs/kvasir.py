@@ -2,11 +2,12 @@
 
 Run:
   python -m resunetpp_jax.main --config=configs/kvasir.py --workdir=workdirs/kvasir \
-      --config.manual_dir=/path/to/Kvasir-SEG
+      --config.manual_dirs=kvasir_seg=/path/to/Kvasir-SEG
 
 Data: the official Kvasir-SEG download (`images/*.jpg`, `masks/*.jpg`) or the PraNet layout, split 80/10/10 at
-random with seed 42 as the original did (800/100/100). Augmentation: the original's 25 transforms plus identity,
-drawn online per example per epoch; `epoch_multiplier=26` reproduces the original's epoch length (26 x 800 images).
+random with seed 42 as the original did (800/100/100: `train` to train, `valid` to validate, `test` to evaluate).
+Augmentation: the original's 25 transforms plus identity, drawn online per example per epoch; `epoch_multiplier=26`
+reproduces the original's epoch length (26 x 800 images).
 The validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20).
 
 Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the bf16
@@ -21,9 +22,9 @@ from resunetpp_jax import default_config
 
 def get_config():
   config = default_config.get_default_config()
-  config.dataset = 'kvasir_seg'
-  config.train_split = 'train'
-  config.eval_split = 'valid'
+  config.train_data = 'kvasir_seg:train'
+  config.validation_data = 'kvasir_seg:valid'
+  config.test_data = 'kvasir_seg:test'
   config.image_size = (288, 384)
   config.augment = 'original'
   config.epoch_multiplier = 26

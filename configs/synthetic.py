@@ -17,7 +17,9 @@ from resunetpp_jax import default_config
 
 def get_config():
   config = default_config.get_default_config()
-  config.dataset = 'synthetic_polyps'
+  config.train_data = 'synthetic_polyps:train'
+  config.validation_data = 'synthetic_polyps:valid'
+  config.test_data = 'synthetic_polyps:test'
   config.image_size = (64, 64)
   config.filters = (8, 16, 32, 64, 128)
   config.augment = 'light'

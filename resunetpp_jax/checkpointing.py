@@ -7,11 +7,22 @@ plateau factor included), 'loop' (plateau / early-stopping bookkeeping, JSON) an
 (orbax writes a temporary folder and renames it when complete). The preservation
 policy keeps the last `keep_checkpoints` AND the best `keep_best_checkpoints` by
 validation Dice, so a restart never deletes the best.
+
+Faults end in one `cli.UserError` each: a full disk (`DiskFullError`, checked
+before each save and caught from orbax's background writes), a config that builds
+another network than the checkpoint holds (`ConfigMismatchError`), an explicitly
+requested checkpoint that cannot be read (`UnreadableCheckpointError`). A 'best' or
+'latest' one that cannot be read is skipped with one warning for the newest that
+can (training also moves it aside; read-only tools move nothing).
 """
+import contextlib
+import errno
 import json
+import os
 import pathlib
 import shutil
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -22,8 +33,74 @@ from absl import logging
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy_lib
 
+from resunetpp_jax import cli
+
 BEST_METRIC = 'val_dice'
 CONFIG_FILE = 'config.json'
+# The config keys that set the shapes of the model's parameters (models.create_model).
+_SHAPE_KEYS = ('filters', 'num_classes', 'deep_supervision')
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CheckpointNotFoundError(cli.UserError, FileNotFoundError):
+  """The workdir has no trained run, or no checkpoint at the step asked for."""
+
+
+class DiskFullError(cli.UserError):
+  """The workdir's file system has no room for the next checkpoint."""
+
+
+class ConfigMismatchError(cli.UserError):
+  """The config builds a network with other parameter shapes than the checkpoint's."""
+
+
+class UnreadableCheckpointError(cli.UserError):
+  """The checkpoint asked for (or every one) cannot be read."""
+
+
+class _Unreadable(Exception):
+  """A checkpoint failed to restore; its __cause__ says why."""
+
+
+def _is_no_space(error: BaseException) -> bool:
+  """Whether `error` or its causes are ENOSPC or EDQUOT: an OSError from Python, or tensorstore's message."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+      return True
+    if any(os.strerror(code) in str(error) for code in _NO_SPACE):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+  """`error` in a few words: tensorstore's messages run to kilobytes of spec."""
+  text = f'{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""}'.split(' [tensorstore_spec')[0]
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _folder_bytes(folder: pathlib.Path) -> int:
+  return sum(f.stat().st_size for f in folder.rglob('*') if f.is_file())
+
+
+def _shapes(tree) -> dict[str, tuple[int, ...]]:
+  """'enc.0.unit.conv1.kernel' -> shape, for a tree of arrays or of orbax's array metadata."""
+  return {'.'.join(str(getattr(key, 'key', getattr(key, 'idx', key))) for key in path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+class _TolerantManager(ocp.CheckpointManager):
+  """orbax's manager, listing a step whose metrics file is corrupt as never evaluated.
+
+  orbax reads every step's metrics when it opens the folder and fails on one bad
+  file; training moves such a step aside first, but read-only tools must not.
+  """
+
+  def metrics(self, step: int):
+    try:
+      return super().metrics(step)
+    except ValueError:
+      return None
 
 
 def _val_dice(metrics: dict[str, float]) -> float:
@@ -41,8 +118,8 @@ def save_config(workdir: str, config: ml_collections.ConfigDict):
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = pathlib.Path(workdir) / CONFIG_FILE
   if not path.exists():
-    raise FileNotFoundError(f'{path} does not exist: {workdir} is not a training workdir '
-                            '(train into it first with resunetpp_jax.main).')
+    raise CheckpointNotFoundError(f'{path} does not exist: {workdir} is not a training workdir '
+                                  '(train into it first with resunetpp_jax.main).')
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   config.image_size = tuple(config.image_size)
   config.filters = tuple(config.filters)
@@ -54,6 +131,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str, config: ml_collections.ConfigDict, *, read_only: bool = False):
     self.directory = pathlib.Path(workdir).absolute() / 'checkpoints'
+    self._config = config
+    self._read_only = read_only
     options = ocp.CheckpointManagerOptions(
         best_fn=_val_dice,
         best_mode='max',
@@ -69,23 +148,66 @@ class Checkpointer:
     )
     if not read_only:
       self._set_aside_unlistable_steps()
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = _TolerantManager(self.directory, options=options)
+    self._bytes_needed = 0
 
   def save(self, step: int, state: dict[int, Any], loop_state: dict[str, Any],
            data_iterator: grain.DatasetIterator, metrics: dict[str, float] | None = None):
     """Starts an asynchronous save of the pure-dict train state; `metrics` (with 'val_dice') marks an evaluation
-    checkpoint."""
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            model=ocp.args.StandardSave(state[0]),
-            optimizer=ocp.args.StandardSave(state[1]),
-            loop=ocp.args.JsonSave(loop_state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-        ),
-        metrics=metrics,
-        force=True,
-    )
+    checkpoint. Raises DiskFullError as `check_disk` does, before writing anything."""
+    self.check_disk(state)
+    with self._no_space_as_user_error():
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              model=ocp.args.StandardSave(state[0]),
+              optimizer=ocp.args.StandardSave(state[1]),
+              loop=ocp.args.JsonSave(loop_state),
+              data=grain.checkpoint.CheckpointSave(data_iterator),
+          ),
+          metrics=metrics,
+          force=True,
+      )
+
+  def check_disk(self, state: dict[int, Any]):
+    """Raises DiskFullError when a background save failed for lack of space, or when the file system
+    could not hold the next checkpoint: the run stops now rather than steps later, before any write fails.
+
+    The next checkpoint is taken to be the size of the newest complete one, or,
+    before the first, of the state's arrays plus orbax's metadata (under 1 KiB per
+    array, measured). A save still running is not waited for.
+    """
+    if not self._manager.is_saving_in_progress():
+      self.wait_until_finished()
+    complete = [d for d in self.directory.iterdir() if d.name.isdigit()] if self.directory.is_dir() else []
+    newest = max(complete, key=lambda d: int(d.name), default=None)
+    leaves = jax.tree.leaves(state)
+    self._bytes_needed = (_folder_bytes(newest) if newest
+                          else sum(leaf.nbytes for leaf in leaves) + 1024 * len(leaves))
+    with self._no_space_as_user_error():
+      if shutil.disk_usage(self.directory).free < self._bytes_needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
+
+  @contextlib.contextmanager
+  def _no_space_as_user_error(self) -> Iterator[None]:
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except
+      if not _is_no_space(error):
+        raise
+      workdir = self.directory.parent
+      raise DiskFullError(
+          f'No space left on {workdir}: {self._bytes_needed / 2**20:.1f} MB needed for the next checkpoint, '
+          f'{shutil.disk_usage(workdir).free / 2**20:.1f} MB free. Training stopped; '
+          f'{self.kept_checkpoint()}. Free some space or move the workdir, then run the same command to '
+          'resume.') from error
+
+  def kept_checkpoint(self) -> str:
+    """Which checkpoint a run that stops now resumes from, in words."""
+    latest = self._manager.latest_step()
+    if latest is None:
+      return f'no checkpoint has been saved in {self.directory} yet'
+    return f'the last good checkpoint, step {latest} in {self.directory}, is kept'
 
   def restore_latest(self, abstract_state: dict[int, Any], data_iterator: grain.DatasetIterator
                      ) -> tuple[int, dict[int, Any], dict[str, Any]] | None:
@@ -97,19 +219,51 @@ class Checkpointer:
     """
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                model=ocp.args.StandardRestore(abstract_state[0]),
-                optimizer=ocp.args.StandardRestore(abstract_state[1]),
-                loop=ocp.args.JsonRestore(),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-            ))
-      except Exception as error:  # pylint: disable=broad-except
-        self._quarantine(step, error)
+        restored = self._restore(
+            step, abstract_state[0],
+            optimizer=ocp.args.StandardRestore(abstract_state[1]),
+            loop=ocp.args.JsonRestore(),
+            data=grain.checkpoint.CheckpointRestore(data_iterator))
+      except _Unreadable as unreadable:
+        self._quarantine(step, unreadable.__cause__)
         continue
       return step, {0: restored['model'], 1: restored['optimizer']}, dict(restored['loop'])
     return None
+
+  def _restore(self, step: int, abstract_model: dict[str, Any], **other_items: ocp.args.CheckpointArgs
+               ) -> dict[str, Any]:
+    """The model (and `other_items`) of `step`.
+
+    Raises:
+      ConfigMismatchError: the checkpoint's parameters have other shapes than the config's.
+      _Unreadable: anything else went wrong (its cause says what).
+    """
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(
+          model=ocp.args.StandardRestore(abstract_model), **other_items))
+    except Exception as error:  # pylint: disable=broad-except
+      self._raise_if_other_network(step, abstract_model)
+      raise _Unreadable() from error
+
+  def _raise_if_other_network(self, step: int, abstract_model: dict[str, Any]):
+    try:
+      stored = _shapes(ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / 'model'))
+    except Exception:  # pylint: disable=broad-except
+      return  # Its metadata is unreadable too: a damaged checkpoint, not another network.
+    wanted = _shapes(abstract_model)
+    differing = [key for key in sorted(stored.keys() | wanted.keys()) if stored.get(key) != wanted.get(key)]
+    if not differing:
+      return
+    key = differing[0]
+    config_file = self.directory.parent / CONFIG_FILE
+    settings = ', '.join(f'{name}={self._config[name]!r}' for name in _SHAPE_KEYS)
+    source = config_file if self._read_only else "this run's config"
+    advice = (f'Set them in {config_file} back to the values the run was trained with.' if self._read_only else
+              f'Train with the values it was trained with ({config_file} keeps them), or into another --workdir.')
+    raise ConfigMismatchError(
+        f'Checkpoint {step} in {self.directory} holds another network than {source} describes ({settings}): '
+        f'its {key} has shape {stored.get(key, "(absent)")}, the config builds {wanted.get(key, "(absent)")} '
+        f'({len(differing)} of {len(wanted)} parameters differ). {advice}')
 
   def _set_aside_unlistable_steps(self):
     """Moves aside step folders that would stop orbax from even listing the checkpoints.
@@ -145,7 +299,15 @@ class Checkpointer:
 
   def restore_model_state(self, abstract_model_state: nnx.State, checkpoint: str | int = 'best'
                           ) -> tuple[int, nnx.State]:
-    """Parameters and BatchNorm statistics of the 'best', 'latest' or a given step."""
+    """Parameters and BatchNorm statistics of the 'best', 'latest' or a given step, and that step.
+
+    When the 'best' or 'latest' cannot be read, the newest that can is used, with
+    one warning line; nothing is moved (this is what read-only tools call).
+
+    Raises:
+      UnreadableCheckpointError: the step asked for, or every checkpoint, cannot be read.
+      ConfigMismatchError: the config builds parameters of other shapes than the checkpoint's.
+    """
     if checkpoint == 'best':
       # No evaluation has run yet in a very short run: the newest is the best known.
       step = self._manager.best_step() or self._manager.latest_step()
@@ -154,23 +316,44 @@ class Checkpointer:
     else:
       step = int(checkpoint)
       if step not in self._manager.all_steps():
-        raise ValueError(f'No checkpoint at step {step} in {self.directory}; there are: '
-                         f'{sorted(self._manager.all_steps())}.')
+        raise CheckpointNotFoundError(
+            f'No checkpoint at step {step} in {self.directory}; the saved steps are '
+            f'{sorted(self._manager.all_steps())}: pass one of them, best or latest to --checkpoint.')
     if step is None:
-      raise FileNotFoundError(f'No checkpoint in {self.directory}: train first, or check --workdir.')
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(nnx.to_pure_dict(abstract_model_state))))
-    nnx.replace_by_pure_dict(abstract_model_state, restored['model'])
-    return step, abstract_model_state
+      raise CheckpointNotFoundError(f'No checkpoint in {self.directory}: train first, or check --workdir.')
+    abstract_model = nnx.to_pure_dict(abstract_model_state)
+    if checkpoint in ('best', 'latest'):
+      candidates = [step] + [s for s in sorted(self._manager.all_steps(), reverse=True) if s != step]
+    else:
+      candidates = [step]
+    failures = []
+    for candidate in candidates:
+      try:
+        restored = self._restore(candidate, abstract_model)
+      except _Unreadable as unreadable:
+        failures.append(f'{candidate} ({_first_line(unreadable.__cause__)})')
+        continue
+      if failures:
+        logging.warning('Checkpoint %s in %s cannot be read; using step %d, the newest that can.',
+                        ', '.join(failures), self.directory, candidate)
+      nnx.replace_by_pure_dict(abstract_model_state, restored['model'])
+      return candidate, abstract_model_state
+    if checkpoint in ('best', 'latest'):
+      raise UnreadableCheckpointError(f'No checkpoint in {self.directory} can be read: {"; ".join(failures)}.')
+    raise UnreadableCheckpointError(
+        f'Checkpoint {failures[0]} in {self.directory} cannot be read. Choose another with --checkpoint (steps '
+        f'{", ".join(map(str, self.all_steps()))}), or best or latest, which skip unreadable ones.')
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
   def wait_until_finished(self):
-    self._manager.wait_until_finished()
+    with self._no_space_as_user_error():
+      self._manager.wait_until_finished()
 
   def close(self):
-    self._manager.close()
+    with self._no_space_as_user_error():
+      self._manager.close()
 
 
 def restore_model(workdir: str, config: ml_collections.ConfigDict | None = None,

@@ -3,9 +3,12 @@
 Every error names the key, the value given and what is allowed, so a typo in a
 32-hour run's command line costs seconds, not a failed compile.
 """
+import math
 from collections.abc import Iterable
 
 import ml_collections
+
+from resunetpp_jax import cli
 
 DTYPES = ('float32', 'bfloat16')
 AUGMENT_POLICIES = ('original', 'light', 'none')
@@ -13,8 +16,15 @@ OPTIMIZERS = ('nadam', 'adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
 
 
-class ConfigError(ValueError):
-  """A configuration value that cannot work."""
+class ConfigError(cli.UserError, ValueError):
+  """A configuration or command-line value that cannot work."""
+
+
+def _require_finite(config):
+  """NaN or Inf in any float key (`--config.learning_rate=nan`) would pass every range check below."""
+  for key, value in config.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f'config.{key}={value!r} must be a finite number.')
 
 
 def _require_choice(config, key: str, allowed: Iterable[str]):
@@ -29,6 +39,30 @@ def _require_positive(config, key: str, allow_zero: bool = False):
     raise ConfigError(f'config.{key}={value!r} must be a {"non-negative" if allow_zero else "positive"} number.')
 
 
+def _validate_data(config, datasets: list[str]):
+  """The data keys: well-formed, known datasets, one kind of validation."""
+  from resunetpp_jax.data import specs  # pylint: disable=import-outside-toplevel (it raises ConfigError)
+  named = {
+      'train_data': specs.parse_data(config.train_data, 'config.train_data'),
+      'validation_data': specs.parse_data(config.validation_data, 'config.validation_data'),
+      'test_data': specs.parse_data(config.test_data, 'config.test_data', specs.LIST),
+      'manual_dirs': [specs.DataSpec(name, '') for name in
+                      specs.parse_manual_dirs(config.manual_dirs, 'config.manual_dirs')],
+  }
+  if not named['train_data']:
+    raise ConfigError("config.train_data is empty: name the training data, e.g. 'kvasir_seg:pranet_train'.")
+  for key, items in named.items():
+    for item in items:
+      if item.name not in datasets:
+        raise ConfigError(f'config.{key} names {item.name!r}, which is not one of {", ".join(map(repr, datasets))}.')
+  if not 0.0 <= config.validation_fraction < 1.0:
+    raise ConfigError(f'config.validation_fraction={config.validation_fraction!r} must be in [0, 1).')
+  if config.validation_fraction > 0 and named['validation_data']:
+    raise ConfigError(f'config.validation_fraction={config.validation_fraction} and '
+                      f'config.validation_data={config.validation_data!r} both choose the validation data: '
+                      "set one (the other to 0 or '').")
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1):
   """Raises ConfigError for the first value that cannot work."""
   # Imported here: the registries pull in JAX/Flax/TFDS, which validation of the
@@ -37,13 +71,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   from resunetpp_jax import models
   from resunetpp_jax.data import builders
 
+  _require_finite(config)
   _require_choice(config, 'model', models.MODELS)
   _require_choice(config, 'dtype', DTYPES)
   _require_choice(config, 'loss', sorted(losses.LOSSES))
-  _require_choice(config, 'dataset', sorted(builders.DATASETS))
   _require_choice(config, 'augment', AUGMENT_POLICIES)
   _require_choice(config, 'optimizer', OPTIMIZERS)
   _require_choice(config, 'schedule', SCHEDULES)
+  _validate_data(config, sorted(builders.DATASETS))
 
   filters = tuple(config.filters)
   if len(filters) < 2 or any(not isinstance(f, int) or f < 1 for f in filters):
@@ -73,7 +108,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   _require_positive(config, 'checkpoint_every_steps')
   _require_positive(config, 'keep_checkpoints')
   _require_positive(config, 'keep_best_checkpoints')
-  _require_positive(config, 'plateau_patience')
+  _require_positive(config, 'plateau_patience', allow_zero=True)
   _require_positive(config, 'early_stop_patience', allow_zero=True)
   _require_positive(config, 'warmup_steps', allow_zero=True)
   if config.plateau_factor <= 1:

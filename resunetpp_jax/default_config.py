@@ -12,11 +12,18 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameters, dropout-free model RNG, shuffling and augmentation.
 
   # --- Data ---------------------------------------------------------------
-  c.dataset = 'synthetic_polyps'  # A TFDS builder of resunetpp_jax.data.
+  # NAME:SPLIT items (resunetpp_jax.data.specs): NAME a dataset of resunetpp_jax.data.builders,
+  # SPLIT one of its splits or 'all'. Training reads the '+'-joined items as one stream.
+  c.train_data = 'synthetic_polyps:train'
+  # Validation during training, one of: a seeded carve-out of train_data (validation_fraction > 0:
+  # that fraction of each training split, chosen by seed and excluded from training); other examples
+  # (validation_data, '+'-joined items); or none (both unset: no evaluation while training, so the
+  # plateau and early stopping never act and the last checkpoint is also the 'best').
+  c.validation_data = 'synthetic_polyps:valid'
+  c.validation_fraction = 0.0
+  c.test_data = 'synthetic_polyps:test'  # What `evaluate` scores by default: ','-separated items, each apart.
+  c.manual_dirs = ''  # NAME=FOLDER,...: each real dataset's download (needed until it is prepared).
   c.data_dir = ''  # TFDS data dir; '' means $TFDS_DATA_DIR or ~/tensorflow_datasets.
-  c.manual_dir = ''  # Folder holding the downloaded dataset (for real datasets).
-  c.train_split = 'train'
-  c.eval_split = 'valid'
   c.image_size = (288, 384)  # (height, width); both divisible by 16.
   c.augment = 'original'  # 'original' (SPEC's 25 transforms + identity), 'light', 'none'.
   c.epoch_multiplier = 1  # Passes over the training split per epoch (26 = the original's epoch).
@@ -45,7 +52,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.num_train_steps = -1  # > 0 overrides num_epochs.
 
   # --- Plateau schedule and early stopping (on the validation loss) ------
-  c.plateau_patience = 5  # Evaluations without improvement before lr /= plateau_factor.
+  c.plateau_patience = 5  # Evaluations without improvement before lr /= plateau_factor (0 = never).
   c.plateau_factor = 10.0
   c.early_stop_patience = 20  # Evaluations without improvement before stopping (0 = never).
 

@@ -1,8 +1,9 @@
 r"""Scores a trained model on whole datasets at each image's ORIGINAL size.
 
   python -m resunetpp_jax.evaluate --workdir=WORKDIR \
-      [--config=configs/kvasir.py] [--checkpoint=best|latest|STEP] \
-      [--datasets=kvasir_seg:test,cvc_clinicdb:all] [--manual_dirs=NAME=DIR,...] \
+      [--config=configs/polyp.py] [--checkpoint=best|latest|STEP] \
+      [--datasets=kvasir_seg:pranet_test,cvc_300:all] \
+      [--manual_dirs=NAME=DIR,...] \
       [--tta] [--save_images] [--table=text|markdown]
 
 Validation during training scores resized images; papers score predictions
@@ -24,8 +25,8 @@ prediction, as the original wrote them) and <image>_overlay.png (yellow: polyp
 found, green: missed, red: false alarm).
 
 The model and its config come from the workdir; --config (default: the
-workdir's own) only says where the data are (data_dir, manual_dir) and which
-dataset is the default.
+workdir's own) only says where the data are (data_dir, manual_dirs) and which
+sets to score by default (test_data); --manual_dirs adds to its manual_dirs.
 """
 import itertools
 import json
@@ -40,13 +41,16 @@ from ml_collections import config_flags
 import numpy as np
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
+from resunetpp_jax import config_validation
 from resunetpp_jax import inference
 from resunetpp_jax import literature_metrics
 from resunetpp_jax import metrics
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
 from resunetpp_jax.data import pipeline
+from resunetpp_jax.data import specs
 
 THRESHOLD = inference.THRESHOLD
 _TABLE_COLUMNS = ('num_images', 'dice', 'iou', 'mean_dice', 'mean_iou',
@@ -130,52 +134,26 @@ def _write_pictures(folder: str, name: str, image: np.ndarray,
         visualize.error_overlay(image, ground_truth, predicted)))
 
 
-def parse_dataset_specs(specs: Sequence[str]) -> list[tuple[str, str]]:
-  """['kvasir_seg:test', ...] -> [('kvasir_seg', 'test'), ...]."""
-  parsed = []
-  for spec in specs:
-    name, separator, split = spec.partition(':')
-    if not separator or not name or not split:
-      raise ValueError(f'--datasets item {spec!r}: expected NAME:SPLIT, e.g.'
-                       ' kvasir_seg:test.')
-    parsed.append((name, split))
-  return parsed
-
-
-def parse_manual_dirs(items: Sequence[str]) -> dict[str, str]:
-  """['cvc_clinicdb=/data/CVC-ClinicDB', ...] -> {name: folder}."""
-  folders = {}
-  for item in items:
-    name, separator, folder = item.partition('=')
-    if not separator or not name or not folder:
-      raise ValueError(f'--manual_dirs item {item!r}: expected NAME=FOLDER.')
-    folders[name] = folder
-  return folders
-
-
-def data_config(config: ml_collections.ConfigDict, dataset: str,
+def data_config(config: ml_collections.ConfigDict,
                 manual_dirs: Mapping[str, str]) -> ml_collections.ConfigDict:
-  """`config` pointed at `dataset`: its manual_dir from `manual_dirs`, or the
-  config's own when it is the config's dataset."""
+  """A copy of `config` whose manual_dirs holds (and prefers) `manual_dirs`."""
   config = ml_collections.ConfigDict(config.to_dict())
-  if dataset in manual_dirs:
-    config.manual_dir = manual_dirs[dataset]
-  elif dataset != config.dataset:
-    config.manual_dir = ''
-  config.dataset = dataset
+  config.manual_dirs = specs.join_manual_dirs({
+      **specs.parse_manual_dirs(config.manual_dirs, 'config.manual_dirs'),
+      **manual_dirs})
   return config
 
 
 def evaluate_split(predictor: inference.Predictor,
-                   config: ml_collections.ConfigDict, split: str, *,
+                   config: ml_collections.ConfigDict, spec: specs.DataSpec, *,
                    tta: bool = False,
                    image_folder: str | None = None) -> dict[str, Any]:
-  """Scores `predictor` on every image of config.dataset/`split`.
+  """Scores `predictor` on every image of one dataset's split.
 
   Args:
     predictor: the trained model.
-    config: names the dataset and where it is (dataset, data_dir, manual_dir).
-    split: a split of the dataset.
+    config: where the data are (data_dir, manual_dirs).
+    spec: the dataset and split.
     tta: average flipped predictions.
     image_folder: where to write the per-image pictures; None writes none.
 
@@ -187,7 +165,7 @@ def evaluate_split(predictor: inference.Predictor,
     os.makedirs(image_folder, exist_ok=True)
   papers = literature_metrics.BenchmarkMetrics()
   records = []
-  originals = pipeline.iterate_originals(config, split)
+  originals = pipeline.iterate_originals(pipeline.examples(config, str(spec)))
   for batch in _batches(originals, predictor.batch_size):
     probabilities = predictor.predict_proba([x['image'] for x in batch], tta)
     for example, prob in zip(batch, probabilities):
@@ -198,10 +176,10 @@ def evaluate_split(predictor: inference.Predictor,
       if image_folder:
         _write_pictures(image_folder, example['name'], example['image'],
                         example['mask'], prob >= THRESHOLD)
-    logging.log_every_n_seconds(logging.INFO, '%s/%s: %d images scored.', 10,
-                                config.dataset, split, len(records))
+    logging.log_every_n_seconds(logging.INFO, '%s: %d images scored.', 10,
+                                spec, len(records))
   if not records:
-    raise ValueError(f'{config.dataset}/{split} holds no image.')
+    raise ValueError(f'{spec} holds no image.')
   return {**summarize(records), **papers.results(), 'images': records}
 
 
@@ -267,7 +245,7 @@ def format_paper_table(method: str, results: Sequence[Mapping[str, Any]],
   return '\n'.join('  '.join(cells).rstrip() for cells in (names, header, row))
 
 
-def run(workdir: str, datasets: Sequence[tuple[str, str]],
+def run(workdir: str, datasets: Sequence[specs.DataSpec],
         config: ml_collections.ConfigDict | None = None,
         checkpoint: str | int = 'best',
         manual_dirs: Mapping[str, str] | None = None, tta: bool = False,
@@ -276,10 +254,11 @@ def run(workdir: str, datasets: Sequence[tuple[str, str]],
 
   Args:
     workdir: the training workdir.
-    datasets: (name, split) pairs; empty means the config's dataset, 'test'.
+    datasets: (name, split) pairs; empty means the config's test_data.
     config: where the data are; None uses the workdir's saved config.
     checkpoint: 'best', 'latest' or a step.
-    manual_dirs: dataset name -> its downloaded copy.
+    manual_dirs: dataset name -> its downloaded copy, beside (and before)
+      config.manual_dirs.
     tta: average flipped predictions.
     save_images: write per-image pictures.
     batch_size: images per device call.
@@ -287,20 +266,29 @@ def run(workdir: str, datasets: Sequence[tuple[str, str]],
   Returns:
     One result (the JSON written) per dataset/split.
   """
-  config = config or checkpointing.load_config(workdir)
+  config = data_config(config or checkpointing.load_config(workdir),
+                       manual_dirs or {})
+  datasets = datasets or specs.parse_data(config.test_data, 'config.test_data',
+                                          specs.LIST)
+  if not datasets:
+    raise config_validation.ConfigError(
+        'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
+        ' config.test_data.')
   predictor = inference.Predictor.from_workdir(workdir, checkpoint, batch_size)
+  for name, split in datasets:  # Finds (or prepares) each before any is scored.
+    pipeline.examples(config, str(specs.DataSpec(name, split)))
   output_dir = os.path.join(workdir, 'eval')
   os.makedirs(output_dir, exist_ok=True)
   results = []
-  for dataset, split in datasets or [(config.dataset, 'test')]:
-    stem = f'{dataset}-{split}' + ('-tta' if tta else '')
+  for name, split in datasets:
+    spec = specs.DataSpec(name, split)
+    stem = f'{spec.name}-{spec.split}' + ('-tta' if tta else '')
     result = {
-        'dataset': dataset, 'split': split, 'model': predictor.config.model,
-        'checkpoint': str(checkpoint),
+        'dataset': spec.name, 'split': spec.split,
+        'model': predictor.config.model, 'checkpoint': str(checkpoint),
         'checkpoint_step': predictor.step, 'tta': tta, 'threshold': THRESHOLD,
         **evaluate_split(
-            predictor, data_config(config, dataset, manual_dirs or {}), split,
-            tta=tta,
+            predictor, config, spec, tta=tta,
             image_folder=os.path.join(output_dir, stem) if save_images
             else None),
     }
@@ -319,18 +307,19 @@ def define_flags():
       'workdir', None, 'The training workdir (config.json, checkpoints/).',
       required=True)
   config_flags.DEFINE_config_file(
-      'config', None, 'Where the data are (data_dir, manual_dir) and the'
-      ' default dataset; default: the config saved in --workdir.',
+      'config', None, 'Where the data are (data_dir, manual_dirs) and the'
+      ' default test sets (test_data); default: the config saved in'
+      ' --workdir.',
       lock_config=False)
   flags.DEFINE_string(
       'checkpoint', 'best',
       "'best' (highest validation Dice), 'latest' or a step.")
   flags.DEFINE_list(
       'datasets', None, 'NAME:SPLIT items to evaluate, e.g. kvasir_seg:test,'
-      'cvc_clinicdb:all; default: the config\'s dataset, split test.')
+      'cvc_clinicdb:all; default: the config\'s test_data.')
   flags.DEFINE_list(
       'manual_dirs', [], 'NAME=FOLDER items: the downloaded copy of each'
-      ' dataset other than the config\'s (needed until it is prepared).')
+      ' dataset that config.manual_dirs lacks (needed until it is prepared).')
   flags.DEFINE_bool(
       'tta', False, 'Average the predictions of the image and its left-right'
       ' and upside-down flips.')
@@ -347,12 +336,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS
-  try:
-    datasets = parse_dataset_specs(args.datasets or [])
-    manual_dirs = parse_manual_dirs(args.manual_dirs)
-    checkpoint = inference.parse_checkpoint(args.checkpoint)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+  datasets = specs.parse_data(args.datasets or [], '--datasets', specs.LIST)
+  manual_dirs = specs.parse_manual_dirs(args.manual_dirs, '--manual_dirs')
+  checkpoint = inference.parse_checkpoint(args.checkpoint)
   config = args.config or checkpointing.load_config(args.workdir)
   compilation_cache.enable(config.compilation_cache_dir)
   results = run(args.workdir, datasets, config, checkpoint=checkpoint,
@@ -369,4 +355,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

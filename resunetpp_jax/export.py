@@ -63,6 +63,10 @@ OUTPUT_DOC = ('float32 (batch, H, W, num_classes), logits of the last (finest) d
               ' probability = sigmoid(logits), mask = probability >= threshold')
 
 
+class ExportFileError(cli.UserError, ValueError):
+  """A file that `load_onnx` cannot use: missing, unreadable, or not written by this module."""
+
+
 def output_format(path: str) -> str:
   """'onnx' or 'stablehlo', from the file name's extension."""
   if path.endswith(ONNX_SUFFIX):
@@ -175,16 +179,16 @@ def load_stablehlo(path: str) -> tuple[jax_export.Exported, dict[str, str]]:
 def load_onnx(path: str) -> tuple[onnxruntime.InferenceSession, dict[str, str]]:
   """An onnxruntime CPU session of an exported .onnx file, and its metadata."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path} does not exist; write it with python -m resunetpp_jax.export'
+    raise ExportFileError(f'{path} does not exist; write it with python -m resunetpp_jax.export'
                             f' --output={path}.')
   try:
     session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
   except Exception as error:  # onnxruntime raises its own classes for every kind of unreadable file.
-    raise ValueError(f'{path} is not a readable ONNX model ({error}); write it with python -m'
+    raise ExportFileError(f'{path} is not a readable ONNX model ({error}); write it with python -m'
                      ' resunetpp_jax.export.') from error
   values = session.get_modelmeta().custom_metadata_map
   if 'config' not in values:
-    raise ValueError(f'{path} is an ONNX model without the metadata of resunetpp_jax.export (its input size'
+    raise ExportFileError(f'{path} is an ONNX model without the metadata of resunetpp_jax.export (its input size'
                      ' and threshold); export the model with python -m resunetpp_jax.export.')
   return session, values
 
@@ -199,11 +203,8 @@ def load_model(workdir: str | None, checkpoint: str = 'best'
     if 'card' in values:
       source += f', model card {values["card"]}'
     return model, config, source, int(values['step']) if 'step' in values else None
-  try:
-    config = checkpointing.load_config(workdir)
-    model, step = checkpointing.restore_model(workdir, config, inference.parse_checkpoint(checkpoint))
-  except (FileNotFoundError, ValueError) as error:
-    raise cli.UserError(str(error)) from error
+  config = checkpointing.load_config(workdir)
+  model, step = checkpointing.restore_model(workdir, config, inference.parse_checkpoint(checkpoint))
   return model, config, f'workdir {os.path.abspath(workdir)}, checkpoint {checkpoint}, step {step}', step
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import config_validation
 from resunetpp_jax import pretrained
 
 THRESHOLD = 0.5
@@ -58,18 +59,34 @@ def parse_checkpoint(value: str) -> str | int:
     return value
   if value.isdigit():
     return int(value)
-  raise ValueError(f'--checkpoint={value!r}: expected best, latest or a step'
-                   ' number (see WORKDIR/checkpoints/ for the saved steps).')
+  raise config_validation.ConfigError(
+      f'--checkpoint={value!r}: expected best, latest or a step number (see'
+      ' WORKDIR/checkpoints/ for the saved steps).')
 
 
-def _check_image(image: np.ndarray, index: int) -> np.ndarray:
+def _check_image(image, index: int) -> np.ndarray:
+  """The image as an array, or a ValueError saying what it is and what to do."""
   image = np.asarray(image)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(
-        f'Image {index} must be RGB uint8 of shape (H, W, 3), got {image.dtype}'
-        f' {image.shape}; read files with resunetpp_jax.data.image_io.'
-        'read_image.')
-  return image
+  if image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3:
+    if image.shape[0] and image.shape[1]:
+      return image
+    problem, advice = 'is empty', 'pass an image of at least 1x1 pixel'
+  elif image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 1):
+    problem, advice = 'is grayscale', (
+        'repeat it over 3 channels, e.g. np.dstack([image] * 3)')
+  elif image.ndim == 3 and image.shape[-1] == 4:
+    problem, advice = 'is RGBA', 'drop the alpha channel: image[..., :3]'
+  elif image.ndim == 3 and image.shape[-1] == 3:
+    problem, advice = 'is not uint8', (
+        'scale it to 0..255, e.g. np.round(image * 255).astype(np.uint8) for'
+        ' values in [0, 1]')
+  else:
+    problem, advice = 'is not an image', (
+        'pass one (H, W, 3) image, a list of them or an (N, H, W, 3) array')
+  raise ValueError(
+      f'Image {index} {problem}: got {image.dtype} of shape {image.shape},'
+      f' expected RGB uint8 of shape (H, W, 3); {advice}. Files read with'
+      ' resunetpp_jax.data.image_io.read_image are always RGB uint8.')
 
 
 def _flip_views(x: jax.Array) -> jax.Array:
@@ -127,10 +144,12 @@ class Predictor:
               batch_size: int, forward):
     """`forward(uint8 (N, h, w, 3), tta)` -> model-size probabilities (N, h, w)."""
     if config.num_classes != 1:
-      raise ValueError('Predictor segments one foreground class; the config has'
-                       f' num_classes={config.num_classes}.')
+      raise config_validation.ConfigError(
+          'Predictor segments one foreground class; the config has'
+          f' num_classes={config.num_classes}.')
     if batch_size < 1:
-      raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+      raise config_validation.ConfigError(
+          f'batch_size must be >= 1, got {batch_size}.')
     self.config = config
     self.step = step
     self.batch_size = batch_size
@@ -156,8 +175,8 @@ class Predictor:
     """Runs a `resunetpp_jax.export` ONNX file with onnxruntime on the CPU.
 
     The same resizing, scaling, flips and threshold as the JAX model: only the
-    network runs elsewhere. Raises FileNotFoundError or ValueError (naming the
-    file) for a missing file or one that is not such an export.
+    network runs elsewhere. Raises export.ExportFileError (naming the file)
+    for a missing file or one that is not such an export.
     """
     # Deferred: onnxruntime and the exporter come with the optional 'export' extra.
     from resunetpp_jax import export  # pylint: disable=import-outside-toplevel
@@ -183,14 +202,20 @@ class Predictor:
 
     Args:
       images: one RGB uint8 (H, W, 3) image, a list of them (any sizes), or an
-        (N, H, W, 3) array.
+        (N, H, W, 3) array. A 2-D array is one grayscale image: refused,
+        with how to convert it.
       tta: also predict the left-right and upside-down flipped images and
         average the three (3x the compute).
 
     Returns:
       float32 (H, W) for one image; (N, H, W) for an array; else a list.
     """
-    single = isinstance(images, np.ndarray) and images.ndim == 3
+    if isinstance(images, np.ndarray) and images.ndim not in (2, 3, 4):
+      raise ValueError(
+          f'Got a {images.dtype} array of shape {images.shape}; expected one'
+          ' RGB uint8 (H, W, 3) image, a list of them or an (N, H, W, 3)'
+          ' array.')
+    single = isinstance(images, np.ndarray) and images.ndim in (2, 3)
     batch = [images] if single else list(images)
     batch = [_check_image(image, k) for k, image in enumerate(batch)]
     results = []

@@ -5,8 +5,16 @@ again on the same workdir resumes where it stopped. For several hosts, start one
 process per host with the same flags plus `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` (or `--distributed` where JAX detects the
 cluster itself, e.g. under SLURM or Open MPI).
+
+Exit status: 0 when training ended (all steps, or early stopping); 1 for a
+problem its message explains (bad config, workdir in use, disk full, NaN loss);
+130 or 143 when Ctrl-C or SIGTERM stopped it after saving a checkpoint of the
+step it was in (128 + the signal's number, as a shell reports a process that the
+signal ended).
 """
+import difflib
 import logging as python_logging
+import re
 import sys
 
 import jax
@@ -15,7 +23,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from resunetpp_jax import config_validation
+from resunetpp_jax import cli
+from resunetpp_jax import default_config
 from resunetpp_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, TensorBoard logs and the config go.',
@@ -32,9 +41,19 @@ _CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/jax/_src/x
 
 
 def _hide_library_info_logs():
-  """Keeps the console to our own progress: libraries' INFO lines (orbax logs ~30 per save) are dropped."""
+  """Keeps the console to our own progress and messages.
+
+  Libraries' INFO lines are dropped (orbax logs ~30 per save), and so, unless
+  --verbosity asks for them, are their tracebacks: orbax logs a failed background
+  save from each of its threads (hundreds of lines for one full disk), then raises
+  the same error in the training loop, which reports it once.
+  """
   def keep(record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or not any(p in record.pathname for p in _CHATTY_LIBRARIES)
+    if not any(p in record.pathname for p in _CHATTY_LIBRARIES):
+      return True
+    if record.exc_info:
+      return flags.FLAGS.verbosity >= 1
+    return record.levelno >= python_logging.WARNING
   logging.get_absl_handler().addFilter(keep)
 
 
@@ -47,12 +66,28 @@ def initialize_distributed():
     jax.distributed.initialize()
 
 
+def _unknown_config_key_message(argv: list[str]) -> str | None:
+  """Names the first --config.KEY override whose KEY no config has, with the keys it may have meant."""
+  keys = sorted(default_config.get_default_config().keys())
+  for arg in argv[1:]:
+    match = re.match(r'--(?:no)?config\.(\w+)', arg)
+    if match and match.group(1) not in keys:
+      key = match.group(1)
+      close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+      hint = 'Did you mean ' + ' or '.join(f'"{k}"' for k in close) + '? ' if close else ''
+      return (f'{arg.split("=")[0]}: there is no config key {key!r}. {hint}Every key is listed in README.md, '
+              '"Configuration", and in resunetpp_jax/default_config.py.')
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parsing, with ml_collections' unknown-key error turned into a one-line message."""
+  """absl's parsing, with its errors and ml_collections' unknown-key error as one message."""
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as error:
-    sys.exit(f'Error in the command line: {error}\nEvery config key is listed in README.md, "Configuration".')
+    message = _unknown_config_key_message(argv) or f'In the command line: {error}'
+    cli.report(cli.UserError(message))
+    sys.exit(1)
 
 
 def main(argv):
@@ -62,12 +97,10 @@ def main(argv):
   initialize_distributed()
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
-  try:
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
-  except config_validation.ConfigError as error:
-    sys.exit(f'Configuration error: {error}')
+  metrics = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  return 128 + metrics['stopped_by_signal'] if 'stopped_by_signal' in metrics else 0
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

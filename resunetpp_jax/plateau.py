@@ -28,13 +28,13 @@ class PlateauState:
 
 def update(state: PlateauState, val_loss: float, *, patience: int, factor: float,
            early_stop_patience: int) -> tuple[PlateauState, bool]:
-  """The state after one evaluation, and whether training should stop."""
+  """The state after one evaluation, and whether training should stop (a patience of 0: never acts)."""
   if val_loss < state.best_loss - MIN_DELTA:
     return PlateauState(best_loss=val_loss, lr_scale=state.lr_scale), False
   without = state.evals_without_improvement + 1
   since_best = state.evals_since_best + 1
   lr_scale = state.lr_scale
-  if without >= patience:
+  if patience > 0 and without >= patience:
     lr_scale, without = lr_scale / factor, 0
   stop = early_stop_patience > 0 and since_best >= early_stop_patience
   return PlateauState(state.best_loss, without, since_best, lr_scale), stop

@@ -3,14 +3,20 @@ r"""Segments image files with a trained model: one mask PNG per image.
   python -m resunetpp_jax.predict --workdir=WORKDIR --input=IMAGE_OR_FOLDER \
       --output=DIR [--checkpoint=best|latest|STEP] [--tta] \
       [--save_probabilities] [--save_overlay]
+  python -m resunetpp_jax.predict --workdir=WORKDIR --input=VIDEO --output=DIR \
+      [--temporal_smoothing=ALPHA]
   python -m resunetpp_jax.predict --model=MODEL.onnx --input=... --output=...
 
 Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
 DIR/<stem>.png, the mask at the image's original size (0 background, 255
 polyp); with --save_probabilities DIR/<stem>_probability.png (8-bit, 255 = 1.0);
-with --save_overlay DIR/<stem>_overlay.png. Files that cannot be read are
-listed at the end and make the exit status 1; the others are still processed.
+with --save_overlay DIR/<stem>_overlay.png. Files that cannot be read
+(corrupt, truncated, or declaring more than --max_pixels pixels) are listed at
+the end and make the exit status 1; the others are still processed. Entries of
+an input folder that are not image files (other extensions, folders, devices)
+are skipped and listed. A video file (mp4, avi, mov, mkv, ...) gets an overlay
+video and a CSV with a row per frame instead: see `video`.
 """
 import collections
 import os
@@ -23,26 +29,36 @@ from absl import logging
 import numpy as np
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
+from resunetpp_jax import config_validation
 from resunetpp_jax import inference
+from resunetpp_jax import video
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
 
-def list_inputs(path: str) -> list[str]:
-  """The image files at `path`: itself if a file, else the folder's, sorted."""
+def list_inputs(path: str) -> tuple[list[str], list[str]]:
+  """The image files at `path` (itself if a file, else the folder's, sorted)
+  and the names of the folder's other entries (folders end with '/')."""
   if os.path.isfile(path):
-    return [path]
+    return [path], []
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'--input={path} is neither a file nor a folder.')
-  files = sorted(
-      os.path.join(path, name) for name in os.listdir(path)
-      if name.lower().endswith(image_io.IMAGE_EXTENSIONS)
-      and os.path.isfile(os.path.join(path, name)))
+    raise config_validation.ConfigError(
+        f'--input={path} is neither a file nor a folder.')
+  files, skipped = [], []
+  for entry in sorted(os.scandir(path), key=lambda entry: entry.name):
+    if entry.is_dir():
+      skipped.append(entry.name + os.sep)
+    elif (entry.is_file() and
+          entry.name.lower().endswith(image_io.IMAGE_EXTENSIONS)):
+      files.append(entry.path)
+    else:  # Another extension, a device, a pipe, a broken link.
+      skipped.append(entry.name)
   if not files:
-    raise FileNotFoundError(
+    raise config_validation.ConfigError(
         f'--input={path} holds no image file (expected one of'
         f' {", ".join(image_io.IMAGE_EXTENSIONS)}).')
-  return files
+  return files, skipped
 
 
 def output_stems(paths: Sequence[str]) -> dict[str, str]:
@@ -106,8 +122,8 @@ def define_flags():
       'model', None, 'Instead of --workdir: an ONNX file of'
       ' resunetpp_jax.export, run with onnxruntime on the CPU.')
   flags.DEFINE_string(
-      'input', None, 'An image file, or a folder whose image files are all'
-      ' read (not its subfolders).', required=True)
+      'input', None, 'An image file, a folder whose image files are all'
+      ' read (not its subfolders), or a video file.', required=True)
   flags.DEFINE_string(
       'output', None, 'Folder for the masks; created if missing.',
       required=True)
@@ -123,41 +139,61 @@ def define_flags():
   flags.DEFINE_bool(
       'save_overlay', False, 'Also write the image with the mask overlaid.')
   flags.DEFINE_integer('batch_size', 8, 'Images per device call.')
+  flags.DEFINE_float(
+      'temporal_smoothing', 0.0, 'Video only: the weight alpha of the past in'
+      ' an exponential moving average of the probability maps across frames,'
+      ' in [0, 1) (0: off). Steadies masks that flicker, at the cost of lag.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS
-  try:
-    checkpoint = inference.parse_checkpoint(args.checkpoint)
-    paths = list_inputs(args.input)
-  except (ValueError, FileNotFoundError) as e:
-    raise app.UsageError(str(e)) from e
+  checkpoint = inference.parse_checkpoint(args.checkpoint)
+  paths, skipped = list_inputs(args.input)
+  if video.is_video(args.input):
+    if args.save_probabilities:
+      raise config_validation.ConfigError(
+          '--save_probabilities is for images; a video gets its per-frame'
+          ' values in the CSV.')
+    if not 0 <= args.temporal_smoothing < 1:
+      raise config_validation.ConfigError(
+          f'--temporal_smoothing={args.temporal_smoothing}: expected a weight'
+          ' in [0, 1) (0: off).')
+  elif args.temporal_smoothing:
+    raise config_validation.ConfigError(
+        '--temporal_smoothing is for a video --input.')
   input_folder = (args.input if os.path.isdir(args.input)
                   else os.path.dirname(args.input) or '.')
   if os.path.realpath(input_folder) == os.path.realpath(args.output):
-    raise app.UsageError(
+    raise config_validation.ConfigError(
         f'--output={args.output} is the input folder; masks named <stem>.png'
         ' could overwrite the images: choose another folder.')
   if (args.workdir is None) == (args.model is None):
-    raise app.UsageError('Give either --workdir or --model (an ONNX file).')
+    raise config_validation.ConfigError(
+        'Give either --workdir or --model (an ONNX file of'
+        ' resunetpp_jax.export).')
   if args.model:
-    try:
-      predictor = inference.Predictor.from_onnx(args.model, args.batch_size)
-    except (ValueError, FileNotFoundError) as e:
-      raise app.UsageError(str(e)) from e
+    predictor = inference.Predictor.from_onnx(args.model, args.batch_size)
   else:
     compilation_cache.enable(
         checkpointing.load_config(args.workdir).compilation_cache_dir)
     predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
                                                  args.batch_size)
+  if video.is_video(args.input):
+    return video.report(video.segment_video(
+        predictor, args.input, args.output, tta=args.tta,
+        smoothing=args.temporal_smoothing), predictor.step)
   failures = predict_files(
       predictor, paths, args.output, tta=args.tta,
       save_probabilities=args.save_probabilities,
       save_overlay=args.save_overlay)
   print(f'{len(paths) - len(failures)} of {len(paths)} images segmented into'
         f' {args.output} (checkpoint step {predictor.step}).')
+  if skipped:
+    print(f'Entries of {args.input} that are not image files (skipped):'
+          f' {len(skipped)} ({", ".join(skipped[:5])}'
+          f'{", ..." if len(skipped) > 5 else ""})')
   if failures:
     print(f'{len(failures)} files could not be read:', file=sys.stderr)
     for reason in failures.values():
@@ -168,4 +204,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli.run(main)

@@ -1,12 +1,16 @@
 """`train_and_evaluate(config, workdir)`: the training loop the CLI and the tests run.
 
 Resumes automatically from the newest checkpoint in `workdir` (model, optimizer,
-plateau state and data position), evaluates once per epoch (or every
-`eval_every_steps`), keeps the last and the best checkpoints, and writes
-TensorBoard summaries and a progress bar on process 0.
+plateau state and data position), evaluates on the validation data (a carve-out
+of the training data or `validation_data`; none: no evaluation) once per epoch
+(or every `eval_every_steps`), keeps the last and the best checkpoints, and
+writes TensorBoard summaries and a progress bar on process 0. One run at a time holds
+the workdir (`workdir_lock`); SIGTERM or Ctrl-C ends it with a checkpoint of the
+step it was in (`preemption`).
 """
 import math
 import os
+import signal
 import time
 from typing import Any
 
@@ -19,21 +23,24 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
 from resunetpp_jax import config_validation
 from resunetpp_jax import metrics as metrics_lib
 from resunetpp_jax import monitoring
 from resunetpp_jax import optimizer as optimizer_lib
 from resunetpp_jax import plateau
+from resunetpp_jax import preemption
 from resunetpp_jax import sharding
 from resunetpp_jax import steps
 from resunetpp_jax import train_state
 from resunetpp_jax import visualize
+from resunetpp_jax import workdir_lock
 from resunetpp_jax.data import pipeline
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or Inf; the last good checkpoint is kept."""
+class NonFiniteLossError(cli.UserError, FloatingPointError):
+  """The loss became NaN or Inf; the checkpoints saved before are kept."""
 
 
 def _host_sums(sums: dict[str, jax.Array]) -> dict[str, float]:
@@ -48,14 +55,6 @@ def _train_scalars(sums: dict[str, float]) -> dict[str, float]:
   return scalars
 
 
-def _check_finite(sums: dict[str, float], step: int, workdir: str):
-  if not math.isfinite(sums['loss']):
-    raise NonFiniteLossError(
-        f'The training loss became {sums["loss"]} before step {step}. Training stopped; the last good '
-        f'checkpoint in {workdir}/checkpoints is kept. Lower config.learning_rate, use '
-        "config.dtype='float32', or check the data.")
-
-
 def _set_lr_scale(graphdef, state, value: float, mesh) -> train_state.TrainState:
   model, optimizer = nnx.merge(graphdef, state)
   scale = optimizer_lib.plateau_scale(optimizer)
@@ -64,10 +63,11 @@ def _set_lr_scale(graphdef, state, value: float, mesh) -> train_state.TrainState
   return train_state.pure_state(model, optimizer)
 
 
-def evaluate(config, state, eval_step, predict_step, mesh) -> tuple[dict[str, float], np.ndarray | None]:
-  """Validation metrics over the whole eval split, and a grid of its first images."""
+def evaluate(config, validation: pipeline.Examples, state, eval_step, predict_step, mesh
+             ) -> tuple[dict[str, float], np.ndarray | None]:
+  """Validation metrics over all of `validation`, and a grid of its first images."""
   sums, grid = None, None
-  iterator = pipeline.make_eval_iterator(config, config.eval_split, process_index=jax.process_index(),
+  iterator = pipeline.make_eval_iterator(config, validation, process_index=jax.process_index(),
                                          process_count=jax.process_count())
   for local_batch in iterator:
     batch = sharding.global_batch(local_batch, mesh)
@@ -85,12 +85,119 @@ def evaluate(config, state, eval_step, predict_step, mesh) -> tuple[dict[str, fl
   return scalars, grid
 
 
+class _Boundaries:
+  """What the loop does every log_every_steps, eval_every_steps and checkpoint_every_steps, and when asked to
+  stop; kept out of the loop, whose per-step body stays the step's dispatch and nothing the device must finish."""
+
+  def __init__(self, config: ml_collections.ConfigDict, validation: pipeline.Examples | None, *, mesh, graphdef,
+               checkpointer: checkpointing.Checkpointer, writer: monitoring.MetricWriter,
+               progress: monitoring.Progress, loop: plateau.PlateauState, step: int, total_steps: int,
+               steps_per_epoch: int, eval_every: int):
+    self.config = config
+    self.loop = loop
+    self.last_scalars = {}
+    self._validation = validation
+    self._mesh = mesh
+    self._graphdef = graphdef
+    self._checkpointer = checkpointer
+    self._writer = writer
+    self._progress = progress
+    self._total_steps = total_steps
+    self._steps_per_epoch = steps_per_epoch
+    self._eval_every = eval_every
+    self._lr_schedule = optimizer_lib.learning_rate_schedule(config, total_steps)
+    self._eval_step = steps.jit_eval_step(graphdef, mesh)
+    self._predict_step = steps.jit_predict_step(graphdef, mesh)
+    self._tick, self._tick_step = time.perf_counter(), step
+    # The loop calls `run` only every `every` steps (and at the last, or when stopping).
+    self.every = math.gcd(config.log_every_steps, eval_every, config.checkpoint_every_steps)
+
+  def run(self, step: int, state, sums, train_iter, *, stopping: bool):
+    """Logs, evaluates and checkpoints as due after `step`.
+
+    Returns:
+      The state (its learning-rate scale may change), the sums not logged yet, and whether to stop.
+    """
+    is_last = step == self._total_steps
+    is_eval = self._validation is not None and (step % self._eval_every == 0 or is_last)
+    is_log = step % self.config.log_every_steps == 0 or is_eval or is_last
+    is_save = is_eval or is_last or stopping or step % self.config.checkpoint_every_steps == 0
+    if is_log:
+      self._log(step, _host_sums(sums), state)
+    elif is_save:  # Never checkpoint a state that has gone non-finite.
+      self._check_finite(_host_sums({'loss': sums['loss']}), step)
+    stop, eval_scalars = stopping, None
+    if is_eval:
+      state, eval_scalars, early_stop = self._evaluate(step, state)
+      stop = stop or early_stop
+    if is_save:
+      self._checkpointer.save(step, state, {'plateau': self.loop.to_json()}, train_iter,
+                              metrics={checkpointing.BEST_METRIC: eval_scalars['val/dice']} if eval_scalars else None)
+    if is_log:
+      self._tick, self._tick_step = time.perf_counter(), step
+      return state, None, stop
+    return state, sums, stop
+
+  def _check_finite(self, sums: dict[str, float], step: int):
+    if not math.isfinite(sums['loss']):
+      raise NonFiniteLossError(
+          f'The training loss became {sums["loss"]} before step {step}. Training stopped; '
+          f'{self._checkpointer.kept_checkpoint()}. Lower config.learning_rate, use config.dtype=\'float32\', or '
+          'check the data.')
+
+  def _log(self, step: int, sums: dict[str, float], state):
+    self._check_finite(sums, step)
+    self._checkpointer.check_disk(state)  # A full disk stops the run now, not at the next save.
+    elapsed = time.perf_counter() - self._tick
+    scalars = _train_scalars(sums)
+    scalars['train/learning_rate'] = float(self._lr_schedule(step)) * self.loop.lr_scale
+    scalars['train/images_per_second'] = (step - self._tick_step) * self.config.batch_size / elapsed
+    scalars['train/step_time_ms'] = 1e3 * elapsed / (step - self._tick_step)
+    scalars['train/epoch'] = step / self._steps_per_epoch
+    self._writer.write_scalars(step, scalars)
+    self._progress.update(step, {'loss': scalars['train/loss'], 'dice': scalars['train/dice'],
+                                 'images_per_second': scalars['train/images_per_second']})
+    self.last_scalars.update(scalars)
+
+  def _evaluate(self, step: int, state):
+    """Validation, the plateau schedule and early stopping: the state, the scalars and whether to stop."""
+    config = self.config
+    eval_scalars, grid = evaluate(config, self._validation, state, self._eval_step, self._predict_step, self._mesh)
+    previous_lr_scale = self.loop.lr_scale
+    self.loop, stop = plateau.update(self.loop, eval_scalars['val/loss'], patience=config.plateau_patience,
+                                     factor=config.plateau_factor, early_stop_patience=config.early_stop_patience)
+    if self.loop.lr_scale != previous_lr_scale:
+      logging.info('Validation loss has not improved for %d evaluations: learning rate x%g.',
+                   config.plateau_patience, self.loop.lr_scale)
+      state = _set_lr_scale(self._graphdef, state, self.loop.lr_scale, self._mesh)
+    eval_scalars.update({'val/best_loss': self.loop.best_loss, 'val/lr_scale': self.loop.lr_scale,
+                         'val/evals_since_best': self.loop.evals_since_best})
+    self._writer.write_scalars(step, eval_scalars)
+    logging.info('step %d validation: loss %.4f dice %.4f iou %.4f precision %.4f recall %.4f', step,
+                 eval_scalars['val/loss'], eval_scalars['val/dice'], eval_scalars['val/iou'],
+                 eval_scalars['val/precision'], eval_scalars['val/recall'])
+    if grid is not None:
+      self._writer.write_images(step, {'val/image_truth_prediction': grid})
+    self.last_scalars.update(eval_scalars)
+    if stop:
+      logging.info('Early stopping at step %d: no improvement in %d evaluations.', step, config.early_stop_patience)
+    return state, eval_scalars, stop
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (resuming if `workdir` holds checkpoints) and returns the last metrics."""
+  """Trains (resuming if `workdir` holds checkpoints) and returns the last metrics.
+
+  The metrics hold 'step', the last step trained, and 'stopped_by_signal' (its
+  number) when SIGTERM or SIGINT ended the run early, after a checkpoint of that step.
+  """
   config_validation.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
   workdir = os.path.abspath(workdir)
+  with workdir_lock.hold(workdir):
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   compilation_cache.enable(config.compilation_cache_dir)
-  checkpointing.save_config(workdir, config)
   mesh = sharding.create_mesh()
   is_chief = jax.process_index() == 0
 
@@ -101,9 +208,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if not is_chief:
     pipeline.prepare_if_needed(config)
   steps_per_epoch = pipeline.train_steps_per_epoch(config)
+  validation = pipeline.validation_examples(config)
+  logging.info('Training on %s; validating on %s.', pipeline.training_examples(config).describe(),
+               validation.describe() if validation is not None else
+               'nothing (no evaluation while training: the schedule runs to its end)')
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps
-  lr_schedule = optimizer_lib.learning_rate_schedule(config, total_steps)
 
   graphdef, state = train_state.create_train_state(config, mesh, total_steps)
   train_iter = pipeline.make_train_iterator(config, process_index=jax.process_index(),
@@ -116,6 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step, state, loop_json = restored
     loop = plateau.PlateauState.from_json(loop_json['plateau'])
     logging.info('Resumed from step %d of %s.', step, checkpointer.directory)
+  # After the restore: a config refused for not matching the checkpoints leaves the run's own in place.
+  checkpointing.save_config(workdir, config)
 
   writer = monitoring.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_chief)
   if step == 0:
@@ -123,71 +235,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = monitoring.Progress(total_steps, step, steps_per_epoch, enabled=is_chief)
 
   train_step = steps.jit_train_step(config, graphdef, mesh)
-  eval_step = steps.jit_eval_step(graphdef, mesh)
-  predict_step = steps.jit_predict_step(graphdef, mesh)
   start = time.perf_counter()
   compiled_train_step = train_step.lower(state, steps.batch_spec(config, mesh)).compile()
   logging.info('Train step compiled (or loaded from the cache) in %.1f s.', time.perf_counter() - start)
   writer.write_scalars(step, {'perf/train_step_compile_seconds': time.perf_counter() - start})
 
-  sums, last_scalars, stop = None, {}, False
-  tick, tick_step = time.perf_counter(), step
+  boundaries = _Boundaries(config, validation, mesh=mesh, graphdef=graphdef, checkpointer=checkpointer, writer=writer,
+                           progress=progress, loop=loop, step=step, total_steps=total_steps,
+                           steps_per_epoch=steps_per_epoch, eval_every=eval_every)
+  sums, stop, stopping = None, False, False
   try:
-    while step < total_steps and not stop:
-      batch = sharding.global_batch(next(train_iter), mesh)
-      state, step_sums = compiled_train_step(state, batch)
-      sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
-      step += 1
-      is_eval = step % eval_every == 0 or step == total_steps
-      is_log = step % config.log_every_steps == 0 or is_eval
-      if is_log:
-        host = _host_sums(sums)
-        _check_finite(host, step, workdir)
-        elapsed = time.perf_counter() - tick
-        scalars = _train_scalars(host)
-        scalars['train/learning_rate'] = float(lr_schedule(step)) * loop.lr_scale
-        scalars['train/images_per_second'] = (step - tick_step) * config.batch_size / elapsed
-        scalars['train/step_time_ms'] = 1e3 * elapsed / (step - tick_step)
-        scalars['train/epoch'] = step / steps_per_epoch
-        writer.write_scalars(step, scalars)
-        progress.update(step, {'loss': scalars['train/loss'], 'dice': scalars['train/dice'],
-                               'images_per_second': scalars['train/images_per_second']})
-        last_scalars.update(scalars)
-        sums = None
-      eval_scalars = None
-      if is_eval:
-        eval_scalars, grid = evaluate(config, state, eval_step, predict_step, mesh)
-        previous_lr_scale = loop.lr_scale
-        loop, stop = plateau.update(loop, eval_scalars['val/loss'], patience=config.plateau_patience,
-                                    factor=config.plateau_factor,
-                                    early_stop_patience=config.early_stop_patience)
-        if loop.lr_scale != previous_lr_scale:
-          logging.info('Validation loss has not improved for %d evaluations: learning rate x%g.',
-                       config.plateau_patience, loop.lr_scale)
-          state = _set_lr_scale(graphdef, state, loop.lr_scale, mesh)
-        eval_scalars.update({'val/best_loss': loop.best_loss, 'val/lr_scale': loop.lr_scale,
-                             'val/evals_since_best': loop.evals_since_best})
-        writer.write_scalars(step, eval_scalars)
-        logging.info('step %d validation: loss %.4f dice %.4f iou %.4f precision %.4f recall %.4f', step,
-                     eval_scalars['val/loss'], eval_scalars['val/dice'], eval_scalars['val/iou'],
-                     eval_scalars['val/precision'], eval_scalars['val/recall'])
-        if grid is not None:
-          writer.write_images(step, {'val/image_truth_prediction': grid})
-        last_scalars.update(eval_scalars)
-        if stop:
-          logging.info('Early stopping at step %d: no improvement in %d evaluations.', step,
-                       config.early_stop_patience)
-      if is_eval or step % config.checkpoint_every_steps == 0:
-        if not is_log:  # Never checkpoint a state that has gone non-finite.
-          _check_finite(_host_sums({'loss': sums['loss']}), step, workdir)
-        checkpointer.save(step, state, {'plateau': loop.to_json()}, train_iter,
-                          metrics={checkpointing.BEST_METRIC: eval_scalars['val/dice']} if eval_scalars else None)
-      if is_log:
-        tick, tick_step = time.perf_counter(), step
+    with preemption.StopRequest() as stop_request:
+      while step < total_steps and not stop:
+        batch = sharding.global_batch(next(train_iter), mesh)
+        state, step_sums = compiled_train_step(state, batch)
+        sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
+        step += 1
+        stopping = stop_request.reached(step)
+        if stopping or step % boundaries.every == 0 or step == total_steps:
+          state, sums, stop = boundaries.run(step, state, sums, train_iter, stopping=stopping)
   finally:
     checkpointer.wait_until_finished()
     checkpointer.close()
     progress.close()
     writer.close()
-  last_scalars['step'] = step
+  last_scalars = {**boundaries.last_scalars, 'step': step}
+  if stopping:
+    logging.warning('Stopped by %s after step %d: checkpoint %d saved in %s. Run the same command to resume.',
+                    signal.Signals(stop_request.signal).name, step, step, checkpointer.directory)
+    last_scalars['stopped_by_signal'] = stop_request.signal
   return last_scalars

@@ -1,7 +1,7 @@
 r"""Images per second of the training input pipeline, per worker count.
 
-  python scripts/bench_input.py --dataset=kvasir_seg \
-      --manual_dir=/path/to/Kvasir-SEG --workers=0,1,2
+  python scripts/bench_input.py --train_data=kvasir_seg:train \
+      --manual_dirs=kvasir_seg=/path/to/Kvasir-SEG --workers=0,1,2
 
 Reads, decodes, augments (default: the original policy) and resizes to
 288x384 exactly as training does, and prints one row per worker count:
@@ -16,8 +16,10 @@ from absl import flags
 from resunetpp_jax import default_config
 from resunetpp_jax.data import pipeline
 
-_DATASET = flags.DEFINE_string('dataset', 'kvasir_seg', 'Dataset name.')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', '', 'Downloaded dataset.')
+_TRAIN_DATA = flags.DEFINE_string(
+    'train_data', 'kvasir_seg:train', "NAME:SPLIT items joined by '+'.")
+_MANUAL_DIRS = flags.DEFINE_string(
+    'manual_dirs', '', 'NAME=FOLDER,...: the downloaded datasets.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir.')
 _AUGMENT = flags.DEFINE_string('augment', 'original', 'Augmentation policy.')
 _IMAGE_SIZE = flags.DEFINE_list('image_size', ['288', '384'], 'Height, width.')
@@ -44,12 +46,12 @@ def main(argv):
   del argv
   config = default_config.get_default_config()
   config.update(dict(
-      dataset=_DATASET.value, manual_dir=_MANUAL_DIR.value,
+      train_data=_TRAIN_DATA.value, manual_dirs=_MANUAL_DIRS.value,
       data_dir=_DATA_DIR.value, augment=_AUGMENT.value,
       image_size=tuple(int(s) for s in _IMAGE_SIZE.value),
       batch_size=_BATCH_SIZE.value))
   pipeline.prepare_if_needed(config)
-  print(f'{config.dataset}, augment={config.augment}, image_size='
+  print(f'{config.train_data}, augment={config.augment}, image_size='
         f'{config.image_size}, batch_size={config.batch_size},'
         f' {_BATCHES.value} timed batches per row')
   print(f'{"workers":>8} {"first batch s":>14} {"images/s":>10}')

@@ -1,9 +1,24 @@
 """Fixtures shared by the test modules."""
+import math
 import pathlib
+import zlib
 
+import numpy as np
 import pytest
+import tifffile
 
 REPO_DIR = pathlib.Path(__file__).resolve().parent.parent
+
+
+def write_tiff_declaring(path, width: int, height: int):
+  """A zlib-tiled RGB TIFF whose header declares width x height; every tile is an empty zlib stream.
+
+  60000x60000 makes a 56 kB file that a reader without a pixel limit turns into a 10 GiB allocation before failing
+  at its first tile (valid tiles of zeros would be 10.7 MB and decode in full).
+  """
+  tiles = math.ceil(width / 1024) * math.ceil(height / 1024)
+  tifffile.imwrite(path, (zlib.compress(b'') for _ in range(tiles)), shape=(height, width, 3), dtype=np.uint8,
+                   tile=(1024, 1024), compression='zlib', photometric='rgb')
 
 
 @pytest.fixture(scope='session')

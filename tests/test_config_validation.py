@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from configs import kvasir
+from configs import polyp
 from configs import synthetic
 from resunetpp_jax import config_validation
 from resunetpp_jax.config_validation import ConfigError
@@ -13,7 +14,7 @@ from resunetpp_jax.config_validation import ConfigError
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize('get_config', [kvasir.get_config, synthetic.get_config])
+@pytest.mark.parametrize('get_config', [kvasir.get_config, polyp.get_config, synthetic.get_config])
 def test_shipped_configs_are_valid(get_config):
   config_validation.validate(get_config(), num_devices=8, num_processes=2)
 
@@ -23,13 +24,22 @@ def test_shipped_configs_are_valid(get_config):
     ('image_size', (288,), r'config.image_size=\(288,\) must be \(height, width\)'),
     ('model', 'segnet', r"config.model='segnet' is not one of 'resunetpp', 'unet', 'unetpp'"),
     ('loss', 'dise', r"config.loss='dise' is not one of .*'dice'"),
-    ('dataset', 'kvasir', r"config.dataset='kvasir' is not one of .*'kvasir_seg'"),
+    ('train_data', 'kvasir:train', r"config.train_data names 'kvasir', which is not one of .*'kvasir_seg'"),
+    ('train_data', 'kvasir_seg', r"config.train_data item 'kvasir_seg': expected NAME:SPLIT"),
+    ('train_data', '', r'config.train_data is empty'),
+    ('test_data', 'kvasir_seg:test,cvc300:all', r"config.test_data names 'cvc300', which is not one of .*'cvc_300'"),
+    ('manual_dirs', 'kvasir=/data', r"config.manual_dirs names 'kvasir', which is not"),
+    ('validation_fraction', 1.0, r'config.validation_fraction=1.0 must be in \[0, 1\)'),
+    ('validation_fraction', 0.1, r"config.validation_fraction=0.1 and config.validation_data='kvasir_seg:valid' both"),
     ('dtype', 'float16', r"config.dtype='float16' is not one of 'float32', 'bfloat16'"),
     ('augment', 'heavy', r"config.augment='heavy' is not one of 'original', 'light', 'none'"),
     ('filters', (32,), r'config.filters=\(32,\) must be at least two'),
     ('learning_rate', 0.0, r'config.learning_rate=0.0 must be a positive number'),
     ('plateau_factor', 1.0, r'config.plateau_factor=1.0 must be > 1'),
     ('eval_every_steps', 0, r'config.eval_every_steps=0 must be positive, or -1'),
+    ('learning_rate', float('nan'), r'config.learning_rate=nan must be a finite number'),
+    ('plateau_factor', float('inf'), r'config.plateau_factor=inf must be a finite number'),
+    ('head_l2', float('-inf'), r'config.head_l2=-inf must be a finite number'),
 ])
 def test_bad_value_names_the_key_and_the_allowed_values(key, value, message):
   config = kvasir.get_config()
@@ -55,7 +65,8 @@ def test_batch_must_split_evenly_over_devices_and_processes():
 
 
 @pytest.mark.parametrize('override, message', [
-    ('--config.batch_sise=3', 'Did you mean "batch_size"'),
+    ('--config.batch_sise=3', 'there is no config key \'batch_sise\'. Did you mean "batch_size"?'),
+    ('--config.foo=1', 'there is no config key \'foo\'. Every key is listed in README.md, "Configuration"'),
     ('--config.image_size=(30,64)', 'config.image_size=(30, 64) must be (height, width) with both divisible by 16'),
     ('--config.loss=dise', "config.loss='dise' is not one of"),
 ])

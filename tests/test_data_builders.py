@@ -1,4 +1,9 @@
 """Dataset builders: layouts, bad input, splits and the prepare summary."""
+import os
+import socket
+import subprocess
+import sys
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -9,6 +14,7 @@ from resunetpp_jax.data import image_io
 from resunetpp_jax.data import paired_folders
 from resunetpp_jax.data import polyp_folder_builder
 from resunetpp_jax.data import prepare
+from conftest import write_tiff_declaring
 
 ALL = 'train+valid+test'
 
@@ -87,6 +93,8 @@ def test_unpaired_and_foreign_files_are_skipped_counted_and_named(tmp_path):
   _write(root / 'masks' / 'orphan.png', _pair(31)[1])
   (root / 'images' / 'Thumbs.db').write_bytes(b'\0')
   (root / 'masks' / '.DS_Store').write_bytes(b'\0')
+  (root / 'images' / 'more.png').mkdir()
+  os.mkfifo(root / 'masks' / 'pipe.png')  # Reading it would wait forever.
   builder = builders.prepare('folder_pairs', str(tmp_path / 'tfds'), str(root))
   summary = _summary(builder)
   assert summary['pairs'] == 6
@@ -94,8 +102,9 @@ def test_unpaired_and_foreign_files_are_skipped_counted_and_named(tmp_path):
       'lonely.png']
   assert [p.split('/')[-1] for p in summary['masks_without_image']] == [
       'orphan.png']
-  assert sorted(p.split('/')[-1] for p in summary['ignored_files']) == [
-      '.DS_Store', 'Thumbs.db']
+  assert sorted(p[len(str(root)) + 1:] for p in summary['ignored_files']) == [
+      'images/Thumbs.db', 'images/more.png/', 'masks/.DS_Store',
+      'masks/pipe.png']
   lines = '\n'.join(prepare.summary_lines(builder))
   assert 'images without mask (skipped): 1 (' in lines
   assert 'train: 4 examples' in lines
@@ -135,16 +144,65 @@ def test_unusable_input_stops_with_the_file_named(tmp_path, problem, message):
     builders.prepare('folder_pairs', str(tmp_path / 'tfds'), str(root))
 
 
+def test_a_soft_mask_is_counted_and_named_as_not_binary(tmp_path):
+  root = _folder(tmp_path / 'mine', 4, mask_ext='.jpg')  # JPEG ringing.
+  _write(root / 'images' / 'soft.png', _pair(9)[0])
+  _write(root / 'masks' / 'soft.png',
+         np.tile(np.linspace(0, 255, 24).astype(np.uint8), (20, 1)))
+  summary = _summary(builders.prepare('folder_pairs', str(tmp_path / 'tfds'),
+                                      str(root)))
+  assert summary['mask_conversions'] == {'off values': 4, 'not binary': 1}
+  assert summary['not_binary_masks'] == ['soft']
+  line = ('masks not binary (thresholded at 128; check that they are masks,'
+          ' not probability maps): ')
+  assert f'{line}1 (soft)' in paired_folders.PrepareSummary(**summary).lines()
+  # A summary stored before the field existed still loads.
+  del summary['not_binary_masks']
+  assert f'{line}0' in paired_folders.PrepareSummary(**summary).lines()
+
+
+def _staging(data_dir, pid):
+  """A staging folder as process `pid` on this host makes it."""
+  folder = (data_dir / 'downloads' /
+            f'folder_pairs-staging-{socket.gethostname()}-{pid}-x1y2')
+  folder.mkdir(parents=True)
+  (folder / '0.image.npy').write_bytes(b'\0' * 100)
+  return folder
+
+
+def test_a_pixel_bomb_stops_preparation_and_no_staging_folder_remains(
+    tmp_path):
+  root = _folder(tmp_path / 'mine', 4)
+  write_tiff_declaring(root / 'images' / 'bomb.tif', 60000, 60000)
+  _write(root / 'masks' / 'bomb.png', _pair(0)[1])
+  data_dir = tmp_path / 'tfds'
+  ended = subprocess.Popen([sys.executable, '-c', ''])
+  ended.wait()
+  killed_earlier = _staging(data_dir, ended.pid)
+  running = _staging(data_dir, os.getpid())
+  with pytest.raises(image_io.ImageReadError,
+                     match='bomb.tif declares a 60000x60000 image'):
+    builders.prepare('folder_pairs', str(data_dir), str(root))
+  # The folder of a preparation still running is kept; the others are gone.
+  assert list((data_dir / 'downloads').glob('*staging*')) == [running]
+  assert not killed_earlier.exists()
+
+
 def test_missing_manual_dir_explains_download_and_layout(tmp_path):
-  with pytest.raises(FileNotFoundError) as error:
+  with pytest.raises(paired_folders.DatasetFolderError) as error:
     builders.prepare('kvasir_seg', str(tmp_path / 'tfds'), '')
+  assert "config.manual_dirs='kvasir_seg=FOLDER'" in str(error.value)
   assert 'https://datasets.simula.no' in str(error.value)
   assert 'images/NAME.ext with mask masks/NAME.ext' in str(error.value)
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(FileNotFoundError, match='Ground Truth/NAME.ext'):
+  with pytest.raises(paired_folders.DatasetFolderError,
+                     match='Ground Truth/NAME.ext'):
     builders.prepare('cvc_clinicdb', str(tmp_path / 'tfds'),
                      str(tmp_path / 'empty'))
-  with pytest.raises(ValueError, match='needs config.manual_dir'):
+  with pytest.raises(paired_folders.DatasetFolderError,
+                     match='PraNet.*TestDataset.*CVC-300'):
+    builders.prepare('cvc_300', str(tmp_path / 'tfds'), str(tmp_path / 'empty'))
+  with pytest.raises(ValueError, match="config.manual_dirs='folder_pairs=FOLDER'"):
     builders.prepare('folder_pairs', str(tmp_path / 'tfds'), '')
   with pytest.raises(ValueError, match='choose one of'):
     builders.prepare('imagenet', str(tmp_path / 'tfds'), '')
@@ -167,6 +225,7 @@ def test_official_layouts(tmp_path):
       'cvc_colondb': ('{}.tiff', 'p{}.tiff'),
       'etis_larib': ('ETIS-LaribPolypDB/{}.tif', 'Ground Truth/p{}.tif'),
       'kvasir_seg': ('images/{}.jpg', 'masks/{}.jpg'),
+      'cvc_300': ('images/{}.png', 'masks/{}.png'),  # The PraNet copy.
   }
   for dataset, (image_name, mask_name) in layouts.items():
     root = tmp_path / dataset

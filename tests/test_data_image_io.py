@@ -1,11 +1,18 @@
 """image_io: every supported file kind decodes to RGB uint8 / bool masks."""
+import struct
+import zlib
+
+from absl.testing import flagsaver
 import cv2
 import numpy as np
 from PIL import Image
+from PIL import ImageFile
 import pytest
 import tifffile
 
+from resunetpp_jax import cli
 from resunetpp_jax.data import image_io
+from conftest import write_tiff_declaring
 
 
 def _rgb(height=12, width=17, seed=0):
@@ -91,7 +98,7 @@ def test_masks_threshold_at_128_on_any_channel(tmp_path):
   Image.fromarray(values).save(tmp_path / 'gray.png')
   mask, notes = image_io.inspect_mask(tmp_path / 'gray.png')
   np.testing.assert_array_equal(mask, [[False, False, True, True, False, True]])
-  assert notes == ('off values',)
+  assert notes == ('not binary',)  # 127 and 128: 2 of 6 pixels mid-grey.
   assert mask.dtype == np.bool_
 
   rgb = np.zeros((1, 3, 3), np.uint8)
@@ -143,6 +150,92 @@ def test_not_an_image_and_missing_file_raise(tmp_path):
     image_io.read_mask(tmp_path / 'text.png')
   with pytest.raises(image_io.ImageReadError, match='file not found'):
     image_io.read_image(tmp_path / 'absent.png')
+
+
+def _write_png_declaring(path, width, height):
+  """An RGB PNG whose IHDR declares width x height, with no pixel data."""
+  def chunk(kind, data):
+    return (struct.pack('>I', len(data)) + kind + data +
+            struct.pack('>I', zlib.crc32(kind + data)))
+  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(
+      b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
+                   chunk(b'IDAT', zlib.compress(b'')) + chunk(b'IEND', b''))
+
+
+@pytest.fixture
+def decoders(monkeypatch):
+  """Records every call of the TIFF and Pillow decoders instead of decoding."""
+  calls = []
+  def record(*args, **kwargs):
+    calls.append(args[0])
+    raise RuntimeError('decoder called')
+  monkeypatch.setattr(tifffile.TiffPageSeries, 'asarray', record)
+  monkeypatch.setattr(tifffile.TiffPage, 'asarray', record)
+  monkeypatch.setattr(ImageFile.ImageFile, 'load', record)
+  return calls
+
+
+@pytest.mark.parametrize('ext', ['tif', 'png'])
+def test_a_file_declaring_a_huge_image_is_refused_before_decoding(
+    tmp_path, decoders, ext):
+  path = tmp_path / f'bomb.{ext}'
+  if ext == 'tif':
+    write_tiff_declaring(path, 60000, 60000)
+    assert path.stat().st_size < 100_000
+  else:
+    _write_png_declaring(path, 60000, 60000)
+  for read in (image_io.read_image, image_io.read_mask):
+    with pytest.raises(image_io.ImageReadError) as error:
+      read(path)
+    assert str(error.value) == (
+        f'{path} declares a 60000x60000 image (3,600,000,000 pixels, 10.1 GiB'
+        ' as RGB), more than the limit of 100,000,000 pixels, so it was not'
+        ' decoded. If the image is genuine, raise the limit with'
+        ' --max_pixels=3600000000; otherwise remove the file.')
+  assert not decoders
+  assert isinstance(error.value, cli.UserError)
+  # The limit alone stopped it: raised, the decoder is reached.
+  with flagsaver.flagsaver(max_pixels=3_600_000_000):
+    with pytest.raises(image_io.ImageReadError, match='decoder called'):
+      image_io.read_image(path)
+  assert len(decoders) == 1
+
+
+@pytest.mark.parametrize('ext', ['jpg', 'png', 'tif'])
+def test_the_pixel_limit_is_width_times_height(tmp_path, ext):
+  path = tmp_path / f'a.{ext}'
+  if ext == 'tif':
+    tifffile.imwrite(path, _rgb(12, 17), photometric='rgb')
+  else:
+    Image.fromarray(_rgb(12, 17)).save(path)
+  with flagsaver.flagsaver(max_pixels=12 * 17):
+    assert image_io.read_image(path).shape == (12, 17, 3)
+  with flagsaver.flagsaver(max_pixels=12 * 17 - 1):
+    with pytest.raises(image_io.ImageReadError,
+                       match='declares a 17x12 image'):
+      image_io.read_image(path)
+
+
+def test_a_stack_decodes_only_its_first_image(tmp_path):
+  stack = np.stack([_rgb(12, 17, seed=k) for k in range(3)])
+  tifffile.imwrite(tmp_path / 'stack.tif', stack, photometric='rgb')
+  np.testing.assert_array_equal(image_io.read_image(tmp_path / 'stack.tif'),
+                                stack[0])
+
+
+def test_a_soft_mask_is_noted_as_not_binary(tmp_path):
+  gradient = np.tile(np.arange(256, dtype=np.uint8), (8, 1))
+  Image.fromarray(gradient).save(tmp_path / 'gradient.png')
+  mask, notes = image_io.inspect_mask(tmp_path / 'gradient.png')
+  assert notes == ('not binary',)
+  np.testing.assert_array_equal(mask, gradient >= 128)
+  # Noisy edges, as JPEG ringing or CVC-ClinicDB's low noise leave them:
+  # binary still (1 of 1024 pixels mid-grey is under 1%).
+  noisy = np.zeros((8, 128), np.uint8)
+  noisy[:, 64:] = 255
+  noisy[0, 60:63] = (12, 100, 240)
+  Image.fromarray(noisy).save(tmp_path / 'noisy.png')
+  assert image_io.inspect_mask(tmp_path / 'noisy.png')[1] == ('off values',)
 
 
 def test_png_encoding_is_lossless():

@@ -28,11 +28,16 @@ def data_dir(tmp_path_factory):
 
 def _config(data_dir, dataset, manual_dir, **overrides):
   config = default_config.get_default_config()
-  config.update(dict(dataset=dataset, data_dir=data_dir,
-                     manual_dir=str(manual_dir), image_size=(64, 80),
-                     batch_size=4, num_workers=0, augment='original'))
+  config.update(dict(train_data=f'{dataset}:train', validation_data='',
+                     manual_dirs=f'{dataset}={manual_dir}', data_dir=data_dir,
+                     image_size=(64, 80), batch_size=4, num_workers=0,
+                     augment='original'))
   config.update(overrides)
   return config
+
+
+def _examples(config, split):
+  return pipeline.examples(config, f'{config.train_data.split(":")[0]}:{split}')
 
 
 def _assert_augmented_batch(config):
@@ -45,16 +50,16 @@ def _assert_augmented_batch(config):
 
 def test_clinicdb_png_prepares_all_splits(real_data, data_dir):
   config = _config(data_dir, 'cvc_clinicdb', real_data / 'CVC-ClinicDB')
-  counts = {split: pipeline.num_examples(config, split) for split in
+  counts = {split: len(_examples(config, split)) for split in
             ('train', 'valid', 'test', 'pranet_train', 'pranet_test', 'all')}
   assert counts == {'train': 490, 'valid': 61, 'test': 61,
                     'pranet_train': 550, 'pranet_test': 62, 'all': 612}
-  summary = pipeline.prepare_if_needed(config).info.metadata[
+  summary = pipeline.builder(config, 'cvc_clinicdb').info.metadata[
       'prepare_summary']
   assert summary['mask_conversions'] == {'off values': 138}
   assert summary['duplicate_groups'] == [] and summary['empty_masks'] == []
   pranet_test = {ex['name'] for ex in
-                 pipeline.iterate_originals(config, 'pranet_test')}
+                 pipeline.iterate_originals(_examples(config, 'pranet_test'))}
   assert pranet_test == set(
       (real_data / 'splits' / 'pranet_clinicdb_test.txt').read_text().split())
   _assert_augmented_batch(config)
@@ -63,8 +68,8 @@ def test_clinicdb_png_prepares_all_splits(real_data, data_dir):
 def test_official_clinicdb_tiffs_keep_their_colour(real_data, tmp_path):
   config = _config(str(tmp_path), 'cvc_clinicdb',
                    real_data / 'CVC-ClinicDB-tif')
-  originals = {ex['name']: ex for ex in pipeline.iterate_originals(config,
-                                                                   'all')}
+  originals = {ex['name']: ex for ex in pipeline.iterate_originals(
+      _examples(config, 'all'))}
   assert len(originals) == 24
   for name in ('1', '24'):
     image = originals[name]['image']
@@ -103,12 +108,12 @@ def test_kvasir_jpegs_prepare_and_augment(real_data, tmp_path):
     for name in names:
       os.symlink(source / folder / name, subset / folder / name)
   config = _config(str(tmp_path / 'tfds'), 'kvasir_seg', subset)
-  builder = pipeline.prepare_if_needed(config)
-  summary = builder.info.metadata['prepare_summary']
+  summary = pipeline.builder(config, 'kvasir_seg').info.metadata[
+      'prepare_summary']
   assert summary['pairs'] == 12
   assert summary['mask_conversions'] == {'off values': 12}  # JPEG ringing.
   assert summary['pranet_splits'].startswith('omitted')
-  original = next(pipeline.iterate_originals(config, 'train'))
+  original = next(pipeline.iterate_originals(_examples(config, 'train')))
   name = original['name'] + '.jpg'
   np.testing.assert_array_equal(
       original['image'], image_io.read_image(source / 'images' / name))

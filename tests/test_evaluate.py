@@ -121,30 +121,16 @@ def test_summarize_rejects_an_empty_split():
     evaluate.summarize([])
 
 
-def test_dataset_and_manual_dir_flags_parse():
-  assert evaluate.parse_dataset_specs(['kvasir_seg:test', 'cvc_colondb:all']) == [
-      ('kvasir_seg', 'test'), ('cvc_colondb', 'all')]
-  with pytest.raises(ValueError, match="'kvasir_seg': expected NAME:SPLIT"):
-    evaluate.parse_dataset_specs(['kvasir_seg'])
-  assert evaluate.parse_manual_dirs(['cvc_clinicdb=/data/CVC=1']) == {
-      'cvc_clinicdb': '/data/CVC=1'}
-  with pytest.raises(ValueError, match='expected NAME=FOLDER'):
-    evaluate.parse_manual_dirs(['/data/CVC'])
-
-
-def test_data_config_points_at_each_dataset_and_its_download():
+def test_manual_dirs_flag_adds_to_and_overrides_the_configs():
   config = ml_collections.ConfigDict(
-      {'dataset': 'kvasir_seg', 'manual_dir': '/data/Kvasir-SEG',
+      {'manual_dirs': 'kvasir_seg=/data/Kvasir-SEG,cvc_clinicdb=/old',
        'data_dir': '/tfds'})
-  folders = {'cvc_clinicdb': '/data/CVC-ClinicDB'}
-  own = evaluate.data_config(config, 'kvasir_seg', folders)
-  other = evaluate.data_config(config, 'cvc_clinicdb', folders)
-  unknown = evaluate.data_config(config, 'etis_larib', folders)
-  assert (own.dataset, own.manual_dir) == ('kvasir_seg', '/data/Kvasir-SEG')
-  assert (other.dataset, other.manual_dir) == ('cvc_clinicdb',
-                                               '/data/CVC-ClinicDB')
-  assert (unknown.dataset, unknown.manual_dir) == ('etis_larib', '')
-  assert other.data_dir == '/tfds' and config.dataset == 'kvasir_seg'
+  merged = evaluate.data_config(config, {'cvc_clinicdb': '/data/CVC=1',
+                                         'cvc_300': '/data/CVC-300'})
+  assert merged.manual_dirs == ('kvasir_seg=/data/Kvasir-SEG,'
+                                'cvc_clinicdb=/data/CVC=1,cvc_300=/data/CVC-300')
+  assert merged.data_dir == '/tfds'
+  assert config.manual_dirs == 'kvasir_seg=/data/Kvasir-SEG,cvc_clinicdb=/old'
 
 
 def test_format_table_lines_up_one_row_per_split():
@@ -262,8 +248,8 @@ from conftest import TRAINED_STEPS as TRAIN_STEPS
 
 
 def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
-  (result,) = evaluate.run(trained_workdir, [('synthetic_polyps', 'test')],
-                           save_images=True)
+  # No datasets given: the config's test_data, synthetic_polyps:test.
+  (result,) = evaluate.run(trained_workdir, [], save_images=True)
   with open(os.path.join(trained_workdir, 'eval',
                          'synthetic_polyps-test.json')) as f:
     written = json.load(f)
@@ -281,9 +267,9 @@ def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
   assert {k: written[k] for k in recomputed} == pytest.approx(recomputed)
 
   # Record k is image k of the split, predicted at 32x32 and scored at 128x160.
-  config = evaluate.data_config(checkpointing.load_config(trained_workdir),
-                                'synthetic_polyps', {})
-  examples = list(pipeline.iterate_originals(config, 'test'))
+  config = checkpointing.load_config(trained_workdir)
+  examples = list(pipeline.iterate_originals(
+      pipeline.examples(config, 'synthetic_polyps:test')))
   predictor = inference.Predictor.from_workdir(trained_workdir)
   probabilities = predictor.predict_proba([x['image'] for x in examples])
   for example, prob, record in itertools.islice(
@@ -325,12 +311,3 @@ def test_evaluate_command_line_prints_a_table(trained_workdir):
   assert (written['checkpoint'], written['num_images']) == ('latest', 64)
   assert completed.stdout.endswith(
       evaluate.format_paper_table('resunetpp', [written], markdown=True) + '\n')
-
-
-def test_evaluate_command_line_rejects_a_bad_dataset_item(tmp_path):
-  completed = subprocess.run(
-      [sys.executable, '-m', 'resunetpp_jax.evaluate',
-       f'--workdir={tmp_path}', '--datasets=synthetic_polyps'],
-      cwd=REPO_DIR, capture_output=True, text=True, timeout=300, check=False)
-  assert completed.returncode != 0
-  assert "'synthetic_polyps': expected NAME:SPLIT" in completed.stderr

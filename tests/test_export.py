@@ -150,10 +150,10 @@ def test_default_source_is_the_packaged_model(tmp_path, monkeypatch):
 
 
 def test_from_onnx_names_a_file_that_is_not_an_export(tmp_path):
-  with pytest.raises(FileNotFoundError, match='missing.onnx does not exist'):
+  with pytest.raises(export.ExportFileError, match='missing.onnx does not exist'):
     inference.Predictor.from_onnx(str(tmp_path / 'missing.onnx'))
   (tmp_path / 'notes.onnx').write_text('not a model')
-  with pytest.raises(ValueError, match='notes.onnx is not a readable ONNX model'):
+  with pytest.raises(export.ExportFileError, match='notes.onnx is not a readable ONNX model'):
     inference.Predictor.from_onnx(str(tmp_path / 'notes.onnx'))
 
 

@@ -40,3 +40,9 @@ def test_state_round_trips_through_json():
 def test_early_stopping_off_with_zero_patience():
   _, history = _run([1.0] + [2.0] * 30, early_stop_patience=0)
   assert not any(stop for _, stop in history)
+
+
+def test_plateau_off_with_zero_patience():
+  state, history = _run([1.0] + [2.0] * 30, patience=0, early_stop_patience=0)
+  assert {scale for scale, _ in history} == {1.0}
+  assert state.evals_since_best == 30

@@ -1,19 +1,18 @@
 """inference.Predictor and the predict command on a trained run and on real files."""
 import os
-import subprocess
-import sys
+import re
 
 import numpy as np
 from PIL import Image
 import pytest
 import tifffile
 
+from resunetpp_jax import cli
 from resunetpp_jax import inference
 from resunetpp_jax import predict
 from resunetpp_jax import visualize
 from resunetpp_jax.data import augment
 from resunetpp_jax.data import image_io
-from conftest import REPO_DIR
 from conftest import TRAINED_STEPS as TRAIN_STEPS
 
 MODEL_SIZE = (32, 32)
@@ -91,10 +90,27 @@ def test_tta_averages_the_flipped_predictions(predictor):
                              (plain + left_right + upside_down) / 3, atol=1e-6)
 
 
-def test_predict_proba_rejects_images_that_are_not_rgb_uint8(predictor):
-  with pytest.raises(ValueError, match=r'Image 1 must be RGB uint8'):
-    predictor.predict_proba([np.zeros((8, 8, 3), np.uint8),
-                             np.zeros((8, 8), np.uint8)])
+@pytest.mark.parametrize('images, message', [
+    (np.zeros((64, 64), np.uint8),
+     'Image 0 is grayscale: got uint8 of shape (64, 64), expected RGB uint8 of'
+     ' shape (H, W, 3); repeat it over 3 channels, e.g. np.dstack([image] *'
+     ' 3).'),
+    ([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 4), np.uint8)],
+     'Image 1 is RGBA: got uint8 of shape (8, 8, 4), expected RGB uint8 of'
+     ' shape (H, W, 3); drop the alpha channel: image[..., :3].'),
+    (np.zeros((0, 0, 3), np.uint8),
+     'Image 0 is empty: got uint8 of shape (0, 0, 3), expected RGB uint8'),
+    (np.zeros((8, 8, 3), np.float32),
+     'Image 0 is not uint8: got float32 of shape (8, 8, 3), expected RGB'
+     ' uint8 of shape (H, W, 3); scale it to 0..255'),
+    (np.zeros(64, np.uint8),
+     'Got a uint8 array of shape (64,); expected one RGB uint8 (H, W, 3)'
+     ' image, a list of them or an (N, H, W, 3) array.'),
+])
+def test_predict_proba_says_what_it_got_and_what_it_expects(
+    predictor, images, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    predictor.predict_proba(images)
 
 
 def test_parse_checkpoint():
@@ -109,13 +125,16 @@ def test_list_inputs_takes_a_file_or_a_folder_of_images(tmp_path):
   for name in ('b.JPG', 'a.png', 'c.tiff', 'notes.txt'):
     (tmp_path / name).write_bytes(b'')
   (tmp_path / 'sub.png').mkdir()
-  assert predict.list_inputs(os.fspath(tmp_path)) == [
-      os.fspath(tmp_path / name) for name in ('a.png', 'b.JPG', 'c.tiff')]
-  assert predict.list_inputs(os.fspath(tmp_path / 'notes.txt')) == [
-      os.fspath(tmp_path / 'notes.txt')]
-  with pytest.raises(FileNotFoundError, match='neither a file nor a folder'):
+  os.mkfifo(tmp_path / 'pipe.jpg')  # Reading it would wait forever.
+  (tmp_path / 'gone.png').symlink_to(tmp_path / 'absent.png')
+  assert predict.list_inputs(os.fspath(tmp_path)) == (
+      [os.fspath(tmp_path / name) for name in ('a.png', 'b.JPG', 'c.tiff')],
+      ['gone.png', 'notes.txt', 'pipe.jpg', 'sub.png/'])
+  assert predict.list_inputs(os.fspath(tmp_path / 'notes.txt')) == (
+      [os.fspath(tmp_path / 'notes.txt')], [])
+  with pytest.raises(cli.UserError, match='neither a file nor a folder'):
     predict.list_inputs(os.fspath(tmp_path / 'missing'))
-  with pytest.raises(FileNotFoundError, match='holds no image file'):
+  with pytest.raises(cli.UserError, match='holds no image file'):
     predict.list_inputs(os.fspath(tmp_path / 'sub.png'))
 
 
@@ -141,7 +160,7 @@ def input_folder(tmp_path):
 def test_predict_files_writes_masks_and_reports_unreadable_files(
     predictor, input_folder, tmp_path):
   output = tmp_path / 'masks'
-  paths = predict.list_inputs(os.fspath(input_folder))
+  paths, _ = predict.list_inputs(os.fspath(input_folder))
   failures = predict.predict_files(predictor, paths, os.fspath(output),
                                    save_probabilities=True, save_overlay=True)
   broken = os.fspath(input_folder / 'broken.jpg')
@@ -162,40 +181,13 @@ def test_predict_files_writes_masks_and_reports_unreadable_files(
                                   visualize.overlay(image, mask > 0))
 
 
-def _run_predict(*flags):
-  return subprocess.run(
-      [sys.executable, '-m', 'resunetpp_jax.predict', *flags], cwd=REPO_DIR,
-      capture_output=True, text=True, timeout=300, check=False)
-
-
-def test_predict_command_line_processes_the_rest_and_fails_at_the_end(
-    trained_workdir, input_folder, tmp_path):  # pylint: disable=redefined-outer-name
-  output = tmp_path / 'masks'
-  completed = _run_predict(
-      f'--workdir={trained_workdir}', f'--input={input_folder}',
-      f'--output={output}', f'--checkpoint={TRAIN_STEPS}', '--tta')
-  assert completed.returncode == 1
-  assert '3 of 4 images segmented' in completed.stdout
-  assert os.fspath(input_folder / 'broken.jpg') in completed.stderr
-  assert sorted(os.listdir(output)) == ['a.jpg.png', 'a.png.png', 'c.png']
-  assert _read_png(output / 'c.png').shape == (45, 35)
-
-
-def test_predict_command_line_refuses_to_write_into_the_input_folder(
-    input_folder, tmp_path):
-  completed = _run_predict(f'--workdir={tmp_path}', f'--input={input_folder}',
-                           f'--output={input_folder}')
-  assert completed.returncode != 0
-  assert 'is the input folder' in completed.stderr
-
-
 def test_predict_on_real_kvasir_jpegs_and_a_clinicdb_tiff(
     predictor, shared_dir, tmp_path):
   kvasir = shared_dir / 'data' / 'Kvasir-SEG' / 'images'
   clinicdb_tiff = shared_dir / 'data' / 'CVC-ClinicDB-tif' / 'Original' / '1.tif'
   if not kvasir.is_dir() or not clinicdb_tiff.is_file():
     pytest.skip(f'{kvasir} or {clinicdb_tiff} is absent.')
-  paths = predict.list_inputs(os.fspath(kvasir))[:3] + [
+  paths = predict.list_inputs(os.fspath(kvasir))[0][:3] + [
       os.fspath(clinicdb_tiff)]
   output = tmp_path / 'masks'
   assert predict.predict_files(predictor, paths, os.fspath(output),

@@ -1,6 +1,9 @@
-"""The training loop end to end: learning, exact resume after SIGKILL, corrupt checkpoints, NaN."""
+"""The training loop end to end: learning, exact resume after SIGKILL, corrupt checkpoints, NaN, SIGTERM, the
+workdir lock, a full disk, a config that does not match the checkpoints."""
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,17 +15,18 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from resunetpp_jax import checkpointing
 from resunetpp_jax import train
+from resunetpp_jax import workdir_lock
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _main_command(config, workdir) -> list[str]:
+def _main_command(config, workdir, **extra_overrides) -> list[str]:
   overrides = {
       'data_dir': config.data_dir, 'compilation_cache_dir': config.compilation_cache_dir,
       'filters': ','.join(map(str, config.filters)), 'image_size': ','.join(map(str, config.image_size)),
       'batch_size': config.batch_size, 'num_train_steps': config.num_train_steps,
       'log_every_steps': config.log_every_steps, 'eval_every_steps': config.eval_every_steps,
-      'checkpoint_every_steps': config.checkpoint_every_steps,
+      'checkpoint_every_steps': config.checkpoint_every_steps, **extra_overrides,
   }
   return [sys.executable, '-m', 'resunetpp_jax.main', '--config=configs/synthetic.py', f'--workdir={workdir}',
           *(f'--config.{k}=({v},)' if k in ('filters', 'image_size') else f'--config.{k}={v}'
@@ -106,13 +110,127 @@ def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path):
     np.testing.assert_array_equal(retrained[name], expected[name], err_msg=name)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+@pytest.mark.parametrize('checkpoint_every_steps, message', [
+    (1, r'the last good checkpoint, step \d+ in .*checkpoints, is kept'),
+    (1000, 'no checkpoint has been saved in .*checkpoints yet'),
+])
+def test_non_finite_loss_stops_and_says_which_checkpoint_is_kept(tiny_config, tmp_path, checkpoint_every_steps,
+                                                                 message):
   tiny_config.optimizer = 'sgd'
   tiny_config.learning_rate = 1e30
-  tiny_config.checkpoint_every_steps = 1
+  tiny_config.checkpoint_every_steps = checkpoint_every_steps
   tiny_config.log_every_steps = 1
-  with pytest.raises(train.NonFiniteLossError, match='last good checkpoint'):
+  with pytest.raises(train.NonFiniteLossError, match=message):
     train.train_and_evaluate(tiny_config, str(tmp_path))
   steps = checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps()
   nan_step = len(_scalars(tmp_path, 'train/loss')) + 1
   assert all(step < nan_step for step in steps)
+  assert bool(steps) == (checkpoint_every_steps == 1)
+
+
+def test_sigterm_saves_the_step_it_arrives_in_and_the_run_resumes_from_it(tiny_config, tmp_path):
+  # Checkpoints only at the end: the one the signal leads to is the only one before it.
+  overrides = {'log_every_steps': 1, 'eval_every_steps': 1000, 'checkpoint_every_steps': 1000}
+  process = subprocess.Popen(_main_command(tiny_config, tmp_path, **overrides), cwd=REPO, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  stderr = []
+  for line in process.stderr:
+    stderr.append(line)
+    if f'step 2/{tiny_config.num_train_steps}' in line:
+      process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=300) == 128 + signal.SIGTERM, ''.join(stderr)[-5000:]
+  assert 'Traceback' not in ''.join(stderr)
+  (saved,) = checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps()
+  assert 2 < saved < tiny_config.num_train_steps  # After the signal (sent after step 2), before the end.
+  assert f'Stopped by SIGTERM after step {saved}: checkpoint {saved} saved' in ''.join(stderr)
+
+  tiny_config.update(overrides)
+  assert train.train_and_evaluate(tiny_config, str(tmp_path))['step'] == tiny_config.num_train_steps
+  accumulator = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
+  accumulator.Reload()
+  logged = sorted(event.step for event in accumulator.Scalars('train/loss'))
+  assert logged == list(range(1, tiny_config.num_train_steps + 1))  # Resumed after `saved`: no step twice.
+
+
+def test_second_run_on_a_workdir_is_refused_and_a_crashed_holder_leaves_no_lock(tiny_config, tmp_path):
+  with workdir_lock.hold(str(tmp_path)):
+    result = subprocess.run(_main_command(tiny_config, tmp_path), cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 1
+  assert f'Error: {tmp_path} is in use by another training run (process {os.getpid()} on ' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'checkpoints').exists() and not (tmp_path / 'config.json').exists()
+
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time; from resunetpp_jax import workdir_lock\n'
+       'with workdir_lock.hold(sys.argv[1]):\n  print("locked", flush=True); time.sleep(300)', str(tmp_path)],
+      cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  try:
+    assert holder.stdout.readline() == 'locked\n'
+    with pytest.raises(workdir_lock.WorkdirInUseError, match=f'process {holder.pid} on '):
+      train.train_and_evaluate(tiny_config, str(tmp_path))
+  finally:
+    holder.kill()  # A crash: nothing runs to release the lock but the operating system.
+    holder.wait()
+  with workdir_lock.hold(str(tmp_path)):
+    pass
+
+
+def test_config_that_builds_another_network_is_refused_and_the_checkpoints_stay(trained_workdir, tiny_config,
+                                                                                 tmp_path):
+  shutil.copytree(trained_workdir, tmp_path, dirs_exist_ok=True)
+  config_before = (tmp_path / 'config.json').read_text()
+  tiny_config.filters = (8, 16, 64)
+  with pytest.raises(checkpointing.ConfigMismatchError,
+                     match=r"holds another network than this run's config describes \(filters=\(8, 16, 64\).*"
+                           r'its enc\.2\..* has shape \(.*32\), the config builds \(.*64\)'):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints_unrestorable').exists()  # Not mistaken for damage and moved aside.
+  assert (tmp_path / 'config.json').read_text() == config_before
+
+
+def _mount_tmpfs(path: pathlib.Path, size: str):
+  path.mkdir()
+  result = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)], capture_output=True,
+                          check=False)
+  if result.returncode:
+    pytest.skip(f'mounting a tmpfs needs root: {result.stderr.decode().strip()}')
+
+
+def test_full_disk_stops_at_once_with_one_message_and_keeps_the_last_checkpoint(tiny_config, tmp_path):
+  # A real ENOSPC in orbax's background writes: 3 MB hold the config, the TensorBoard events and two checkpoints of
+  # ~0.9 MB; the free space passes the check before the third, which then fills the disk mid-save.
+  disk = tmp_path / 'disk'
+  _mount_tmpfs(disk, '3m')
+  try:
+    result = subprocess.run(_main_command(tiny_config, disk / 'workdir', num_train_steps=24), cwd=REPO,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert result.returncode == 1, result.stderr[-5000:]
+    assert result.stderr.count('No space left') == 1, result.stderr[-5000:]
+    assert 'Traceback' not in result.stderr
+    # Saves at steps 3 and 6 fit, the one at 9 does not; the size needed is that of the newest checkpoint.
+    checkpoints = disk / 'workdir' / 'checkpoints'
+    assert checkpointing.Checkpointer(str(disk / 'workdir'), tiny_config, read_only=True).all_steps() == [3, 6]
+    needed = sum(file.stat().st_size for file in (checkpoints / '6').rglob('*') if file.is_file())
+    assert (f'Error: No space left on {disk / "workdir"}: {needed / 2**20:.1f} MB needed for the next checkpoint, '
+            f'0.0 MB free. Training stopped; the last good checkpoint, step 6 in {checkpoints}, is kept.'
+            in result.stderr), result.stderr[-2000:]
+    assert (checkpoints / '9.orbax-checkpoint-tmp').is_dir(), 'the check before the save stopped it, not ENOSPC'
+    # No step is logged after the first log point that follows the failed save.
+    logged = [int(step) for step in re.findall(r'step (\d+)/24', result.stderr)]
+    assert max(logged) < 9 + tiny_config.log_every_steps
+    assert _model_arrays(disk / 'workdir')[0] == 6  # It restores.
+  finally:
+    subprocess.run(['umount', str(disk)], check=True)
+
+
+def test_without_validation_the_schedule_runs_to_its_end_and_saves_its_last_step(tiny_config, tmp_path):
+  tiny_config.validation_data, tiny_config.validation_fraction = '', 0.0
+  tiny_config.num_train_steps, tiny_config.eval_every_steps, tiny_config.checkpoint_every_steps = 5, 3, 4
+  metrics = train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert metrics['step'] == 5 and not any(key.startswith('val/') for key in metrics)
+  accumulator = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
+  accumulator.Reload()
+  assert not any(tag.startswith('val/') for tag in accumulator.Tags()['scalars'])
+  assert [event.step for event in accumulator.Scalars('train/loss')][-1] == 5  # The last step is logged too.
+  assert checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps() == [4, 5]

@@ -28,8 +28,9 @@ def _subset(source: pathlib.Path, target: pathlib.Path, folders: tuple[str, str]
 def test_real_dataset_trains_with_the_kvasir_recipe(dataset, folder, layout, shared_dir, tmp_path,
                                                     session_cache_dir):
   config = kvasir.get_config()
-  config.dataset = dataset
-  config.manual_dir = str(_subset(shared_dir / 'data' / folder, tmp_path / folder, layout, 20))
+  config.train_data, config.validation_data, config.test_data = (f'{dataset}:{split}'
+                                                                  for split in ('train', 'valid', 'test'))
+  config.manual_dirs = f'{dataset}={_subset(shared_dir / "data" / folder, tmp_path / folder, layout, 20)}'
   config.data_dir = str(tmp_path / 'tensorflow_datasets')
   config.compilation_cache_dir = str(session_cache_dir)
   config.filters = (8, 16, 32)
@@ -43,7 +44,7 @@ def test_real_dataset_trains_with_the_kvasir_recipe(dataset, folder, layout, sha
   assert metrics['train/loss'] > 0 and 0 <= metrics['val/dice'] <= 1
   assert (tmp_path / 'workdir' / 'checkpoints' / '3').is_dir()
 
-  (result,) = evaluate.run(str(tmp_path / 'workdir'), [(dataset, 'test')])
+  (result,) = evaluate.run(str(tmp_path / 'workdir'), [])  # The config's test_data.
   written = json.loads((tmp_path / 'workdir' / 'eval' / f'{dataset}-test.json').read_text())
   assert written['num_images'] == result['num_images'] == 2  # 10% of 20.
   assert written['checkpoint_step'] == 3

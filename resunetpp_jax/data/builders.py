@@ -4,6 +4,8 @@ import os
 from absl import logging
 import tensorflow_datasets as tfds
 
+from resunetpp_jax import config_validation
+from resunetpp_jax.data.cvc_300 import Cvc300
 from resunetpp_jax.data.cvc_clinicdb import CvcClinicdb
 from resunetpp_jax.data.cvc_colondb import CvcColondb
 from resunetpp_jax.data.etis_larib import EtisLarib
@@ -17,6 +19,7 @@ DATASETS = {
     'cvc_clinicdb': CvcClinicdb,
     'cvc_colondb': CvcColondb,
     'etis_larib': EtisLarib,
+    'cvc_300': Cvc300,
     'folder_pairs': FolderPairs,
 }
 
@@ -30,8 +33,8 @@ def make_builder(name: str, data_dir: str = '', manual_dir: str = ''):
     manual_dir: folder with the downloaded dataset (real datasets only).
   """
   if name not in DATASETS:
-    raise ValueError(f'config.dataset={name!r} is not a known dataset; choose'
-                     f' one of {sorted(DATASETS)}.')
+    raise config_validation.ConfigError(
+        f'Dataset {name!r} is not known; choose one of {sorted(DATASETS)}.')
   builder_class = DATASETS[name]
   kwargs = {}
   if hasattr(builder_class, 'builder_config_for'):

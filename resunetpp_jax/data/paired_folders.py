@@ -3,17 +3,22 @@
 Every problem is either handled and counted in a `PrepareSummary`, or stops
 preparation with an error naming the file and what to do:
 
-  * unreadable, corrupt or truncated file: error (replace or remove the pair);
+  * unreadable, corrupt or truncated file, or one declaring more pixels than
+    --max_pixels: error (replace or remove the pair);
   * image and mask of different sizes: error (they cannot be aligned);
   * two files of the same name (e.g. 1.tif and 1.tiff): error (keep one);
   * image without mask, mask without image: skipped, counted and named;
-  * files that are not images (readme, Thumbs.db, hidden files): counted;
+  * entries that are not image files (readme, Thumbs.db, hidden files,
+    folders, devices): counted and named;
   * grayscale, palette, RGBA, 16-bit images: converted to RGB uint8, counted;
   * masks with values other than 0/255 (JPEG ringing, noise): thresholded at
-    128, counted; masks holding only 0/1: 1 is the polyp, counted;
+    128, counted; masks holding only 0/1: 1 is the polyp, counted; masks with
+    many mid-grey values (a probability map, a gradient): thresholded,
+    counted and named as not binary;
   * empty masks: kept (a frame without polyp is valid), counted and named;
   * byte-identical (decoded) images: kept, counted, and always put in the same
     split so that no copy of a test image is trained on.
+The errors of all pairs are reported together, so that one pass fixes them.
 """
 import collections
 import concurrent.futures
@@ -23,10 +28,16 @@ import os
 
 import numpy as np
 
+from resunetpp_jax import cli
 from resunetpp_jax.data import image_io
 
 SPLIT_SEED = 42
 VALID_FRACTION = TEST_FRACTION = 0.1
+
+
+class DatasetFolderError(cli.UserError, ValueError):
+  """manual_dir cannot be prepared as it is: missing, in no known layout, or
+  holding pairs that cannot be used."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +98,7 @@ def find_layout(root: str, layouts, dataset: str, instructions: str) -> Layout:
     if _has_images(image_dir) and _has_images(mask_dir):
       return layout
   expected = '\n'.join(f'  {layout.describe()}' for layout in layouts)
-  raise FileNotFoundError(
+  raise DatasetFolderError(
       f'manual_dir {root!r} does not hold {dataset} in a known layout;'
       f' expected one of (relative to manual_dir):\n{expected}\n{instructions}')
 
@@ -95,15 +106,16 @@ def find_layout(root: str, layouts, dataset: str, instructions: str) -> Layout:
 def _files_by_stem(folder: str, ignored: list[str]) -> dict[str, str]:
   files = {}
   for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-    if not entry.is_file():
-      continue
     stem, ext = os.path.splitext(entry.name)
-    if (entry.name.startswith('.') or
+    if entry.is_dir():
+      ignored.append(entry.path + os.sep)
+      continue
+    if (not entry.is_file() or entry.name.startswith('.') or
         ext.lower() not in image_io.IMAGE_EXTENSIONS):
       ignored.append(entry.path)
       continue
     if stem in files:
-      raise ValueError(
+      raise DatasetFolderError(
           f'Two files named {stem!r} in {folder}: {files[stem]} and'
           f' {entry.path}. Keep only one of them.')
     files[stem] = entry.path
@@ -143,7 +155,7 @@ def check_pair(pair: Pair, stage_dir: str) -> CheckedPair:
   image, image_notes = image_io.inspect_image(pair.image_path)
   mask, mask_notes = image_io.inspect_mask(pair.mask_path)
   if image.shape[:2] != mask.shape:
-    raise ValueError(
+    raise DatasetFolderError(
         f'{pair.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image'
         f' {pair.image_path} is {image.shape[1]}x{image.shape[0]} (WxH). Fix'
         ' or remove this pair.')
@@ -161,9 +173,26 @@ def staged_path(stage_dir: str, name: str, kind: str) -> str:
 
 
 def check_pairs(pairs, stage_dir: str) -> list[CheckedPair]:
-  """`check_pair` over all pairs, in threads (the decoders release the GIL)."""
+  """`check_pair` over all pairs, in threads (the decoders release the GIL).
+
+  Raises:
+    DatasetFolderError: naming every pair that cannot be used.
+  """
+  def check(pair: Pair) -> CheckedPair | cli.UserError:
+    try:
+      return check_pair(pair, stage_dir)
+    except cli.UserError as error:
+      return error
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
-    return list(pool.map(lambda pair: check_pair(pair, stage_dir), pairs))
+    checked = list(pool.map(check, pairs))
+  errors = [item for item in checked if isinstance(item, cli.UserError)]
+  if len(errors) == 1:
+    raise errors[0]
+  if errors:
+    raise DatasetFolderError(
+        f'{len(errors)} of the {len(pairs)} image/mask pairs cannot be used:\n'
+        + '\n'.join(f'  {error}' for error in errors))
+  return checked
 
 
 def duplicate_groups(checked: list[CheckedPair]) -> list[list[str]]:
@@ -186,8 +215,9 @@ def seeded_split(groups: list[list[str]]) -> dict[str, list[str]]:
   """
   total = sum(len(group) for group in groups)
   if len(groups) < 3:
-    raise ValueError(f'Only {total} image/mask pairs ({len(groups)} distinct'
-                     ' images): train, valid and test need at least one each.')
+    raise DatasetFolderError(
+        f'Only {total} image/mask pairs ({len(groups)} distinct images):'
+        ' train, valid and test need at least one each.')
   targets = {'test': max(1, round(TEST_FRACTION * total)),
              'valid': max(1, round(VALID_FRACTION * total))}
   splits = {'train': [], 'valid': [], 'test': []}
@@ -214,6 +244,8 @@ class PrepareSummary:
   duplicate_groups: list[list[str]]
   pranet_splits: str
   split_sizes: dict[str, int] = dataclasses.field(default_factory=dict)
+  # Defaulted: summaries stored before it existed still load.
+  not_binary_masks: list[str] = dataclasses.field(default_factory=list)
 
   @classmethod
   def build(cls, manual_dir, layout, checked, unpaired, groups, pranet_splits):
@@ -230,6 +262,8 @@ class PrepareSummary:
         mask_conversions=dict(collections.Counter(
             note for item in checked for note in item.mask_notes)),
         empty_masks=[item.pair.name for item in checked if item.empty_mask],
+        not_binary_masks=[item.pair.name for item in checked
+                          if 'not binary' in item.mask_notes],
         duplicate_groups=[group for group in groups if len(group) > 1],
         pranet_splits=pranet_splits,
     )
@@ -248,10 +282,13 @@ class PrepareSummary:
         f'split sizes: {self.split_sizes}',
         f'images without mask (skipped): {some(self.images_without_mask)}',
         f'masks without image (skipped): {some(self.masks_without_image)}',
-        f'other files (ignored): {some(self.ignored_files)}',
+        'other entries, not image files (ignored):'
+        f' {some(self.ignored_files)}',
         f'image conversions: {self.image_conversions or "none"}',
         f'mask conversions: {self.mask_conversions or "none"}',
         f'empty masks (kept): {some(self.empty_masks)}',
+        'masks not binary (thresholded at 128; check that they are masks, not'
+        f' probability maps): {some(self.not_binary_masks)}',
         f'duplicate groups (kept, same split): {len(self.duplicate_groups)}'
         f' groups, {duplicates} images',
         f'PraNet splits: {self.pranet_splits}',

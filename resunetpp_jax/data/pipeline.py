@@ -1,7 +1,10 @@
 """The grain input pipeline: prepared TFDS data -> local numpy batches.
 
 Training: an infinite, per-host stream of augmented batches
-{'image': uint8 (B_local, H, W, 3), 'mask': uint8 (B_local, H, W, 1) in {0, 1}}.
+{'image': uint8 (B_local, H, W, 3), 'mask': uint8 (B_local, H, W, 1) in {0, 1}}
+drawn from the training examples: the splits of config.train_data one after
+the other (`Examples`), less the validation carve-out when
+config.validation_fraction > 0 (`held_out`: chosen per split by seed).
 Global position g (the g-th example of the whole run, over all hosts) belongs
 to epoch g // E and slot g % E, where E = train_steps_per_epoch * batch_size
 (the remainder of each epoch is dropped, so no batch straddles two epochs).
@@ -11,81 +14,177 @@ the config, never on the number of worker processes or threads. Host p reads
 the positions p, p + P, p + 2P, ..., so the hosts' local batches together form
 global batch b = positions [b * B, (b + 1) * B).
 
-Evaluation: each split is read once, deterministically, without augmentation;
-the last global batch is padded with zero images of weight 0 and every host
+Evaluation: each example once, deterministically, without augmentation; the
+last global batch is padded with zero images of weight 0 and every host
 yields the same number of batches (multi-host collectives need that).
 
 Nothing here imports TensorFlow.
 """
 import math
 from typing import Iterator
+import zlib
 
 from absl import flags
 import grain
 import ml_collections
 import numpy as np
 
+from resunetpp_jax import config_validation
 from resunetpp_jax.data import augment
 from resunetpp_jax.data import builders
+from resunetpp_jax.data import specs
 
 # Every example exactly once, for cross-dataset evaluation.
 ALL_SPLIT, ALL_PARTS = 'all', ('train', 'valid', 'test')
-# Domain tags keep the shuffle and augmentation streams independent.
-_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+# Domain tags keep the shuffle, augmentation and hold-out streams independent.
+_SHUFFLE_STREAM, _AUGMENT_STREAM, _HOLDOUT_STREAM = 0, 1, 2
 # Threads per process: cv2 and numpy release the GIL, so threads overlap the
 # decoding and augmentation of consecutive batches.
 _READ_THREADS = 2
 
 
+def builder(config: ml_collections.ConfigDict, name: str):
+  """Dataset `name`, prepared on first use from config.manual_dirs."""
+  manual_dirs = specs.parse_manual_dirs(config.manual_dirs,
+                                        'config.manual_dirs')
+  return builders.prepare(name, config.data_dir, manual_dirs.get(name, ''))
+
+
+def _training_specs(config: ml_collections.ConfigDict) -> list[specs.DataSpec]:
+  return specs.parse_data(config.train_data, 'config.train_data')
+
+
+def _validation_specs(
+    config: ml_collections.ConfigDict) -> list[specs.DataSpec]:
+  return specs.parse_data(config.validation_data, 'config.validation_data')
+
+
 def prepare_if_needed(config: ml_collections.ConfigDict):
-  """Prepares config.dataset on first use (with a progress bar); its builder."""
-  return builders.prepare(config.dataset, config.data_dir, config.manual_dir)
+  """Prepares every dataset that training reads (with a progress bar)."""
+  used = _training_specs(config) + _validation_specs(config)
+  for name in dict.fromkeys(spec.name for spec in used):
+    builder(config, name)
 
 
-def _tfds_split(builder, dataset: str, split: str) -> str:
-  """The TFDS split expression of `split`; 'all' is train+valid+test.
+def _tfds_split(dataset_builder, spec: specs.DataSpec) -> str:
+  """The TFDS split expression of `spec`; 'all' is train+valid+test.
 
   (TFDS reserves 'all' for the union of every stored split, which would count
   the PraNet splits a second time.)
   """
-  if split == ALL_SPLIT:
+  if spec.split == ALL_SPLIT:
     return '+'.join(ALL_PARTS)
-  if split not in builder.info.splits:
-    raise ValueError(
-        f'Split {split!r} does not exist in dataset {dataset!r}; available:'
-        f' {sorted(builder.info.splits) + [ALL_SPLIT]}.')
-  return split
+  if spec.split not in dataset_builder.info.splits:
+    raise config_validation.ConfigError(
+        f'Split {spec.split!r} does not exist in dataset {spec.name!r};'
+        f' available: {sorted(dataset_builder.info.splits) + [ALL_SPLIT]}.')
+  return spec.split
 
 
-def _source(config: ml_collections.ConfigDict, split: str):
-  builder = prepare_if_needed(config)
-  return builder.as_data_source(_tfds_split(builder, config.dataset, split))
+class Examples:
+  """Chosen examples of one or more prepared splits, in a fixed order.
+
+  Random access (`len`, `[index]`) over `parts`: (DataSpec, TFDS data source,
+  indices into that source) each. Picklable, so grain workers receive it.
+  """
+
+  def __init__(self, parts):
+    self.parts = tuple(parts)
+    self._ends = np.cumsum([len(indices) for _, _, indices in self.parts])
+
+  def __len__(self) -> int:
+    return int(self._ends[-1]) if self.parts else 0
+
+  def __getitem__(self, index: int) -> dict:
+    part = int(np.searchsorted(self._ends, index, side='right'))
+    start = int(self._ends[part - 1]) if part else 0
+    _, source, indices = self.parts[part]
+    return source[int(indices[index - start])]
+
+  def describe(self) -> str:
+    """'kvasir_seg:pranet_train (810) + cvc_clinicdb:pranet_train (495)'."""
+    return ' + '.join(f'{spec} ({len(indices)})'
+                      for spec, _, indices in self.parts)
 
 
-def num_examples(config: ml_collections.ConfigDict, split: str) -> int:
-  """Number of examples in `split` of config.dataset."""
-  builder = prepare_if_needed(config)
-  split = _tfds_split(builder, config.dataset, split)
-  return builder.info.splits[split].num_examples
+def _source(config: ml_collections.ConfigDict, spec: specs.DataSpec):
+  dataset_builder = builder(config, spec.name)
+  return dataset_builder.as_data_source(_tfds_split(dataset_builder, spec))
+
+
+def examples(config: ml_collections.ConfigDict, data: str) -> Examples:
+  """Every example of `data` ('+'-joined NAME:SPLIT items), in stored order."""
+  parts = []
+  for spec in specs.parse_data(data, 'data'):
+    source = _source(config, spec)
+    parts.append((spec, source, np.arange(len(source))))
+  return Examples(parts)
+
+
+def held_out(spec: specs.DataSpec, num_examples: int, seed: int,
+             fraction: float) -> np.ndarray:
+  """Sorted indices of the validation carve-out of one training split.
+
+  round(fraction * num_examples) examples chosen by (seed, spec) alone: the
+  same on every host and in every run, and unchanged when other items join
+  config.train_data.
+  """
+  rng = np.random.default_rng(
+      [seed, _HOLDOUT_STREAM, zlib.crc32(str(spec).encode())])
+  return np.sort(rng.permutation(num_examples)[:round(fraction * num_examples)])
+
+
+def _split_training(config: ml_collections.ConfigDict) -> tuple[list, list]:
+  """(training parts, carved-out validation parts) of config.train_data."""
+  training, validation = [], []
+  for spec in _training_specs(config):
+    source = _source(config, spec)
+    holdout = held_out(spec, len(source), config.seed,
+                       config.validation_fraction)
+    training.append((spec, source, np.setdiff1d(np.arange(len(source)),
+                                                holdout)))
+    validation.append((spec, source, holdout))
+  return training, validation
+
+
+def training_examples(config: ml_collections.ConfigDict) -> Examples:
+  """config.train_data, less the validation carve-out."""
+  return Examples(_split_training(config)[0])
+
+
+def validation_examples(config: ml_collections.ConfigDict) -> Examples | None:
+  """The carve-out of config.train_data (validation_fraction > 0), else
+  config.validation_data; None when training has no validation."""
+  if config.validation_fraction > 0:
+    carved = Examples(_split_training(config)[1])
+    if not len(carved):
+      raise config_validation.ConfigError(
+          f'config.validation_fraction={config.validation_fraction} holds out'
+          f' no example of {config.train_data!r}: raise it.')
+    return carved
+  if not _validation_specs(config):
+    return None
+  return examples(config, config.validation_data)
 
 
 def _local_batch_size(config: ml_collections.ConfigDict,
                       process_count: int) -> int:
   if config.batch_size % process_count:
-    raise ValueError(f'config.batch_size={config.batch_size} must be divisible'
-                     f' by the number of hosts ({process_count}).')
+    raise config_validation.ConfigError(
+        f'config.batch_size={config.batch_size} must be divisible by the'
+        f' number of hosts ({process_count}).')
   return config.batch_size // process_count
 
 
 def train_steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   """Global steps per epoch: train examples * epoch_multiplier // batch_size."""
-  examples = num_examples(config, config.train_split) * config.epoch_multiplier
-  steps = examples // config.batch_size
+  num_examples = len(training_examples(config)) * config.epoch_multiplier
+  steps = num_examples // config.batch_size
   if steps == 0:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} exceeds the {examples} training'
-        f' examples per epoch of {config.dataset!r}/{config.train_split}: lower'
-        ' the batch size or raise config.epoch_multiplier.')
+    raise config_validation.ConfigError(
+        f'config.batch_size={config.batch_size} exceeds the {num_examples}'
+        f' training examples per epoch of {config.train_data!r}: lower the'
+        ' batch size or raise config.epoch_multiplier.')
   return steps
 
 
@@ -148,8 +247,8 @@ def make_train_iterator(config: ml_collections.ConfigDict, *,
   local_batch_size = _local_batch_size(config, process_count)
   epoch_size = train_steps_per_epoch(config) * config.batch_size
   train_example = _TrainExample(
-      _source(config, config.train_split), epoch_size, config.seed,
-      config.augment, tuple(config.image_size), config.epoch_multiplier)
+      training_examples(config), epoch_size, config.seed, config.augment,
+      tuple(config.image_size), config.epoch_multiplier)
   dataset = (
       grain.MapDataset.range(process_index, 2**62, process_count)
       .map(train_example)
@@ -185,23 +284,24 @@ class _EvalExample:
             'weight': np.float32(1.0)}
 
 
-def num_eval_batches(config: ml_collections.ConfigDict, split: str) -> int:
+def num_eval_batches(config: ml_collections.ConfigDict,
+                     eval_examples: Examples) -> int:
   """Batches each host's eval iterator yields: ceil(examples / batch_size)."""
-  return math.ceil(num_examples(config, split) / config.batch_size)
+  return math.ceil(len(eval_examples) / config.batch_size)
 
 
-def make_eval_iterator(config: ml_collections.ConfigDict, split: str, *,
-                       process_index: int = 0,
+def make_eval_iterator(config: ml_collections.ConfigDict,
+                       eval_examples: Examples, *, process_index: int = 0,
                        process_count: int = 1) -> grain.DatasetIterator:
-  """Finite iterator over `split`: every example once across all hosts.
+  """Finite iterator over `eval_examples`: each once across all hosts.
 
   Batches carry 'weight' float32 (B_local,), 1 for real examples and 0 for
   the padding that fills the last global batch. Decoding runs in threads of
   this process (no worker processes to start at every evaluation).
   """
   local_batch_size = _local_batch_size(config, process_count)
-  num_slots = num_eval_batches(config, split) * config.batch_size
-  eval_example = _EvalExample(_source(config, split), tuple(config.image_size))
+  num_slots = num_eval_batches(config, eval_examples) * config.batch_size
+  eval_example = _EvalExample(eval_examples, tuple(config.image_size))
   dataset = (
       grain.MapDataset.range(process_index, num_slots, process_count)
       .map(eval_example)
@@ -210,15 +310,13 @@ def make_eval_iterator(config: ml_collections.ConfigDict, split: str, *,
   return iter(dataset)
 
 
-def iterate_originals(config: ml_collections.ConfigDict,
-                      split: str) -> Iterator[dict]:
-  """Yields each example of `split` at its original size, in stored order.
+def iterate_originals(chosen: Examples) -> Iterator[dict]:
+  """Yields each example at its original size, in order.
 
   Items: {'name': str, 'image': uint8 (H, W, 3), 'mask': bool (H, W)}.
   """
-  source = _source(config, split)
-  for index in range(len(source)):
-    example = source[index]
+  for index in range(len(chosen)):
+    example = chosen[index]
     yield {'name': example['name'].decode('utf-8'),
            'image': example['image'],
            'mask': example['mask'][:, :, 0] >= 128}

@@ -14,10 +14,18 @@ reach training, and reading costs no decode); masks are stored binarized as
     'train+valid+test'.
 The prepare summary (`paired_folders.PrepareSummary`) is kept in the
 dataset's metadata: `builder.info.metadata['prepare_summary']`.
+
+Checked pairs are staged, decoded, in a folder
+DATA_DIR/downloads/NAME-staging-HOST-PID-* (Kvasir-SEG: 6 GB), deleted when
+preparation ends, by an error too; one left by a killed process (its PID
+gone) is deleted by the next preparation on the same host.
 """
 import dataclasses
 import importlib.resources
 import os
+import pathlib
+import shutil
+import socket
 import tempfile
 
 from absl import logging
@@ -33,6 +41,27 @@ def read_split_list(file_name: str) -> list[str]:
   text = (importlib.resources.files('resunetpp_jax.data') / 'splits' /
           file_name).read_text()
   return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _remove_stale_staging(download_dir: pathlib.Path, prefix: str) -> None:
+  """Deletes the `prefix`PID-* folders of processes that have ended."""
+  for folder in download_dir.glob(f'{prefix}*'):
+    pid = folder.name[len(prefix):].partition('-')[0]
+    if not pid.isdigit() or _process_exists(int(pid)):
+      continue
+    logging.warning('Deleting %s, left by a preparation that was killed.',
+                    folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process.
+    return True
+  return True
 
 
 class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
@@ -57,9 +86,12 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
     """Raises a helpful error unless manual_dir holds the dataset."""
     if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
       layouts = '\n'.join(f'  {layout.describe()}' for layout in cls.LAYOUTS)
-      raise FileNotFoundError(
+      raise paired_folders.DatasetFolderError(
           f'{cls.DATASET_NAME} is not prepared yet and needs its downloaded'
-          f' folder, but manual_dir={manual_dir!r} is not a folder.'
+          f' folder (config.manual_dirs=\'{cls.name}=FOLDER\','
+          f' --manual_dirs={cls.name}=FOLDER of resunetpp_jax.evaluate or'
+          ' --manual_dir of resunetpp_jax.data.prepare), but'
+          f' {manual_dir!r} is not a folder.'
           f' {cls.MANUAL_DOWNLOAD_INSTRUCTIONS} Expected layout (relative to'
           f' manual_dir), one of:\n{layouts}')
     paired_folders.find_layout(
@@ -108,11 +140,14 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
         self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     pairs, *unpaired = paired_folders.list_pairs(root, layout)
     if not pairs:
-      raise FileNotFoundError(
+      raise paired_folders.DatasetFolderError(
           f'No image/mask pairs in {root} ({layout.describe()}).')
     os.makedirs(dl_manager.download_dir, exist_ok=True)
+    prefix = f'{self.name}-staging-{socket.gethostname()}-'
+    _remove_stale_staging(pathlib.Path(dl_manager.download_dir), prefix)
     self._staging = tempfile.TemporaryDirectory(
-        prefix=f'{self.name}-staging-', dir=os.fspath(dl_manager.download_dir))
+        prefix=f'{prefix}{os.getpid()}-',
+        dir=os.fspath(dl_manager.download_dir))
     checked = paired_folders.check_pairs(pairs, self._staging.name)
     groups = paired_folders.duplicate_groups(checked)
     splits = paired_folders.seeded_split(groups)

@@ -4,11 +4,14 @@ r"""Prepares one dataset and prints its splits and the prepare summary.
       --manual_dir=/path/to/Kvasir-SEG [--data_dir=/path/to/tensorflow_datasets]
 
 A dataset already prepared in data_dir is reused (its stored summary is
-printed); delete its folder to prepare it again from another download.
+printed); delete its folder to prepare it again from another download. A
+problem in the files stops preparation with one message naming every file
+that cannot be used and what to do; nothing is left behind.
 """
 from absl import app
 from absl import flags
 
+from resunetpp_jax import cli
 from resunetpp_jax.data import builders
 from resunetpp_jax.data import paired_folders
 
@@ -44,4 +47,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -11,6 +11,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from resunetpp_jax import config_validation
 from resunetpp_jax.data import paired_folders
 from resunetpp_jax.data import polyp_folder_builder
 
@@ -29,8 +30,10 @@ class FolderPairs(polyp_folder_builder.PolypFolderBuilder):
   def builder_config_for(cls, manual_dir: str) -> tfds.core.BuilderConfig:
     """A config identifying manual_dir, so each folder is prepared apart."""
     if not manual_dir:
-      raise ValueError('dataset folder_pairs needs config.manual_dir: '
-                       + cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+      raise config_validation.ConfigError(
+          "dataset folder_pairs needs its folder (config.manual_dirs="
+          "'folder_pairs=FOLDER', or the --manual_dir of"
+          ' resunetpp_jax.data.prepare): ' + cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
     path = os.path.abspath(os.path.expanduser(manual_dir))
     digest = hashlib.sha256(path.encode()).hexdigest()[:10]
     base = ''.join(c if c.isalnum() else '_' for c in os.path.basename(path))

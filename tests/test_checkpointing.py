@@ -1,0 +1,106 @@
+"""Read-only restores (predict, evaluate) of damaged or mismatched checkpoints, and the free-space check before a
+save: one message or one warning line, nothing moved or lost."""
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from resunetpp_jax import checkpointing
+from resunetpp_jax import sharding
+from resunetpp_jax import train_state
+from resunetpp_jax.data import pipeline
+
+
+def _damage(step_dir: pathlib.Path):
+  """What a kill mid-save on a file system without atomic renames leaves: no metadata, truncated files."""
+  (step_dir / '_CHECKPOINT_METADATA').unlink()
+  _truncate_arrays(step_dir)
+
+
+def _truncate_arrays(step_dir: pathlib.Path):
+  for file in step_dir.rglob('*'):
+    if file.is_file() and file.name != '_CHECKPOINT_METADATA':
+      file.write_bytes(b'truncated')
+
+
+def _arrays(model) -> dict[str, np.ndarray]:
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(model))}
+
+
+@pytest.fixture
+def workdir(trained_workdir, tmp_path) -> pathlib.Path:
+  """A copy of the trained workdir whose checkpoint 4 has an older twin, checkpoint 2."""
+  copy = tmp_path / 'workdir'
+  shutil.copytree(trained_workdir, copy)
+  shutil.copytree(copy / 'checkpoints' / '4', copy / 'checkpoints' / '2')
+  (copy / 'checkpoints' / '2' / 'metrics' / 'metrics').write_text(json.dumps({checkpointing.BEST_METRIC: 0.0}))
+  return copy
+
+
+@pytest.mark.parametrize('checkpoint, damage', [
+    ('latest', _damage),
+    ('best', lambda step_dir: _truncate_arrays(step_dir / 'model')),  # Its metrics still say it is the best.
+])
+def test_unreadable_newest_is_skipped_with_one_warning_and_left_in_place(workdir, trained_workdir, checkpoint,
+                                                                         damage, caplog):
+  expected, _ = checkpointing.restore_model(trained_workdir, checkpoint='latest')
+  damage(workdir / 'checkpoints' / '4')
+  model, step = checkpointing.restore_model(str(workdir), checkpoint=checkpoint)
+  assert step == 2
+  for name, array in _arrays(expected).items():
+    np.testing.assert_array_equal(_arrays(model)[name], array, err_msg=name)
+  (warning,) = [r.getMessage() for r in caplog.records if 'cannot be read' in r.getMessage()]
+  assert warning.startswith(f'Checkpoint 4 (') and warning.endswith(f'in {workdir}/checkpoints cannot be read; '
+                                                                    'using step 2, the newest that can.')
+  assert len(warning) < 400  # One line: orbax's error in a few words.
+  assert (workdir / 'checkpoints' / '4').is_dir() and not (workdir / 'checkpoints_unrestorable').exists()
+
+
+def test_unreadable_checkpoint_asked_for_by_step_is_one_error(workdir):
+  _damage(workdir / 'checkpoints' / '4')
+  with pytest.raises(checkpointing.UnreadableCheckpointError,
+                     match=r'^Checkpoint 4 \(\w+: .*\) in .* cannot be read\. Choose another with --checkpoint '
+                           r'\(steps 2, 4\), or best or latest, which skip unreadable ones\.$'):
+    checkpointing.restore_model(str(workdir), checkpoint=4)
+  _damage(workdir / 'checkpoints' / '2')
+  with pytest.raises(checkpointing.UnreadableCheckpointError,
+                     match=r'^No checkpoint in .*checkpoints can be read: 4 \(.*\); 2 \(.*\)\.$'):
+    checkpointing.restore_model(str(workdir), checkpoint='best')
+
+
+def test_config_json_that_builds_another_network_names_the_file_and_the_keys(workdir):
+  config_file = workdir / 'config.json'
+  config = json.loads(config_file.read_text())
+  config['filters'] = [8, 16, 64]
+  config_file.write_text(json.dumps(config))
+  with pytest.raises(checkpointing.ConfigMismatchError) as raised:
+    checkpointing.restore_model(str(workdir))
+  assert str(raised.value) == (
+      f'Checkpoint 4 in {workdir}/checkpoints holds another network than {config_file} describes (filters=[8, 16, '
+      '64], num_classes=1, deep_supervision=True): its enc.2.ca.avg_mlp.expand.kernel has shape (2, 32), the '
+      f'config builds (4, 64) (19 of 172 parameters differ). Set them in {config_file} back to the values the '
+      'run was trained with.')
+
+
+def test_save_is_refused_before_writing_when_the_disk_cannot_hold_the_checkpoint(workdir, monkeypatch):
+  config = checkpointing.load_config(str(workdir))
+  mesh = sharding.create_mesh()
+  _, state = train_state.create_train_state(config, mesh, config.num_train_steps)
+  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  checkpointer = checkpointing.Checkpointer(str(workdir), config)
+  step, state, loop = checkpointer.restore_latest(train_state.abstract_like(state), iterator)
+  needed = sum(f.stat().st_size for f in (workdir / 'checkpoints' / '4').rglob('*') if f.is_file())
+  disk_usage = shutil.disk_usage
+  monkeypatch.setattr(shutil, 'disk_usage', lambda path: disk_usage(path)._replace(free=needed - 1))
+  with pytest.raises(checkpointing.DiskFullError,
+                     match=rf'^No space left on {workdir}: {needed / 2**20:.1f} MB needed for the next checkpoint, '
+                           rf'{(needed - 1) / 2**20:.1f} MB free\. Training stopped; the last good checkpoint, step '
+                           rf'4 in {workdir}/checkpoints, is kept\. Free some space'):
+    checkpointer.save(step + 1, state, loop, iterator)
+  checkpointer.close()
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['2', '4']  # Nothing written.
