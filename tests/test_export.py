@@ -155,6 +155,12 @@ def test_from_onnx_names_a_file_that_is_not_an_export(tmp_path):
   (tmp_path / 'notes.onnx').write_text('not a model')
   with pytest.raises(export.ExportFileError, match='notes.onnx is not a readable ONNX model'):
     inference.Predictor.from_onnx(str(tmp_path / 'notes.onnx'))
+  value = lambda name: onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1])
+  identity = onnx.helper.make_graph([onnx.helper.make_node('Identity', ['x'], ['y'])], 'identity', [value('x')],
+                                    [value('y')])
+  onnx.save(onnx.helper.make_model(identity), tmp_path / 'other.onnx')
+  with pytest.raises(export.ExportFileError, match='other.onnx is an ONNX model without the metadata'):
+    inference.Predictor.from_onnx(str(tmp_path / 'other.onnx'))
 
 
 def _run(module, *flags):
