@@ -199,6 +199,8 @@ def test_export_command_then_predict_with_the_onnx_file_writes_the_jax_masks(tra
                    f'--output={tmp_path / "masks"}')
   assert completed.returncode == 0, completed.stderr
   assert '3 of 3 images segmented' in completed.stdout
-  for k, expected in enumerate(jax_predictor.predict_mask(images)):
+  masks = jax_predictor.predict_mask(images)
+  assert 0 < np.mean(np.concatenate([mask.ravel() for mask in masks])) < 1  # Both classes occur.
+  for k, expected in enumerate(masks):
     with Image.open(tmp_path / 'masks' / f'{k}.png') as mask:
       np.testing.assert_array_equal(np.asarray(mask), expected * 255)
