@@ -114,6 +114,16 @@ def _forward(graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array,
   return _average_flip_views(probabilities) if tta else probabilities
 
 
+def _forward_onnx(session, images: np.ndarray, tta: bool) -> jax.Array:
+  """`_forward` with the network in an onnxruntime session (`export` format)."""
+  x = images.astype(np.float32) / 255.0
+  if tta:
+    x = np.asarray(_flip_views(x))
+  logits, = session.run(None, {session.get_inputs()[0].name: x})
+  probabilities = jax.nn.sigmoid(logits[..., 0])
+  return _average_flip_views(probabilities) if tta else probabilities
+
+
 class Predictor:
   """A trained model that maps images at any size to masks at the same size.
 
@@ -126,6 +136,13 @@ class Predictor:
 
   def __init__(self, model: nnx.Module, config: ml_collections.ConfigDict,
                step: int | None = None, batch_size: int = 8):
+    model.eval()
+    self._set_up(config, step, batch_size,
+                 functools.partial(_forward, *nnx.split(model)))
+
+  def _set_up(self, config: ml_collections.ConfigDict, step: int | None,
+              batch_size: int, forward):
+    """`forward(uint8 (N, h, w, 3), tta)` -> model-size probabilities (N, h, w)."""
     if config.num_classes != 1:
       raise config_validation.ConfigError(
           'Predictor segments one foreground class; the config has'
@@ -136,8 +153,7 @@ class Predictor:
     self.config = config
     self.step = step
     self.batch_size = batch_size
-    model.eval()
-    self._graphdef, self._state = nnx.split(model)
+    self._forward = forward
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str | int = 'best',
@@ -154,6 +170,23 @@ class Predictor:
     step = int(metadata['step']) if 'step' in metadata else None
     return cls(model, config, step, batch_size)
 
+  @classmethod
+  def from_onnx(cls, path: str, batch_size: int = 8) -> 'Predictor':
+    """Runs a `resunetpp_jax.export` ONNX file with onnxruntime on the CPU.
+
+    The same resizing, scaling, flips and threshold as the JAX model: only the
+    network runs elsewhere. Raises export.ExportFileError (naming the file)
+    for a missing file or one that is not such an export.
+    """
+    # Deferred: onnxruntime and the exporter come with the optional 'export' extra.
+    from resunetpp_jax import export  # pylint: disable=import-outside-toplevel
+    session, metadata = export.load_onnx(path)
+    predictor = cls.__new__(cls)  # No nnx model: the session is the network.
+    predictor._set_up(export.config_from_metadata(metadata),
+                      int(metadata['step']) if metadata['step'] else None,
+                      batch_size, functools.partial(_forward_onnx, session))
+    return predictor
+
   def _predict_batch(self, images: Sequence[np.ndarray],
                      tta: bool) -> np.ndarray:
     """Model-size probabilities (len(images), h, w) of at most batch_size images."""
@@ -161,7 +194,7 @@ class Predictor:
     batch = np.zeros((self.batch_size, *size, 3), np.uint8)
     for k, image in enumerate(images):
       batch[k] = resize_image(image, size)
-    probabilities = _forward(self._graphdef, self._state, batch, tta=tta)
+    probabilities = self._forward(batch, tta=tta)
     return np.asarray(probabilities[:len(images)], np.float32)
 
   def predict_proba(self, images, tta: bool = False):

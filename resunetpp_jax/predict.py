@@ -5,6 +5,7 @@ r"""Segments image files with a trained model: one mask PNG per image.
       [--save_probabilities] [--save_overlay]
   python -m resunetpp_jax.predict --workdir=WORKDIR --input=VIDEO --output=DIR \
       [--temporal_smoothing=ALPHA]
+  python -m resunetpp_jax.predict --model=MODEL.onnx --input=... --output=...
 
 Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
@@ -116,8 +117,10 @@ def define_flags():
   """The command line's flags; defined only when run as a program, so that
   importing this module next to other CLIs (main, evaluate) defines nothing."""
   flags.DEFINE_string(
-      'workdir', None, 'The training workdir (config.json, checkpoints/).',
-      required=True)
+      'workdir', None, 'The training workdir (config.json, checkpoints/).')
+  flags.DEFINE_string(
+      'model', None, 'Instead of --workdir: an ONNX file of'
+      ' resunetpp_jax.export, run with onnxruntime on the CPU.')
   flags.DEFINE_string(
       'input', None, 'An image file, a folder whose image files are all'
       ' read (not its subfolders), or a video file.', required=True)
@@ -166,10 +169,17 @@ def main(argv):
     raise config_validation.ConfigError(
         f'--output={args.output} is the input folder; masks named <stem>.png'
         ' could overwrite the images: choose another folder.')
-  compilation_cache.enable(
-      checkpointing.load_config(args.workdir).compilation_cache_dir)
-  predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
-                                               args.batch_size)
+  if (args.workdir is None) == (args.model is None):
+    raise config_validation.ConfigError(
+        'Give either --workdir or --model (an ONNX file of'
+        ' resunetpp_jax.export).')
+  if args.model:
+    predictor = inference.Predictor.from_onnx(args.model, args.batch_size)
+  else:
+    compilation_cache.enable(
+        checkpointing.load_config(args.workdir).compilation_cache_dir)
+    predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
+                                                 args.batch_size)
   if video.is_video(args.input):
     return video.report(video.segment_video(
         predictor, args.input, args.output, tta=args.tta,

@@ -64,7 +64,8 @@ class _ConvUNet(nnx.Module):
     grid = {}  # (i, j) -> X[i, j]
     for i in range(self.num_levels):
       if i:
-        x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        # window_shape by keyword: jax2onnx 0.17's stand-in for nnx.max_pool (ONNX export) takes no other form.
+        x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
       x = self.enc[i](x)
       grid[i, 0] = outputs[f'enc.{i}'] = x
       # Once X[i, 0] exists, every node of the anti-diagonal X[i-j, j] has its inputs.
