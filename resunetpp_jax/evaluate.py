@@ -245,15 +245,18 @@ def format_paper_table(method: str, results: Sequence[Mapping[str, Any]],
   return '\n'.join('  '.join(cells).rstrip() for cells in (names, header, row))
 
 
-def run(workdir: str, datasets: Sequence[specs.DataSpec],
+def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
         config: ml_collections.ConfigDict | None = None,
         checkpoint: str | int = 'best',
         manual_dirs: Mapping[str, str] | None = None, tta: bool = False,
-        save_images: bool = False, batch_size: int = 8) -> list[dict[str, Any]]:
-  """Evaluates a workdir's checkpoint on `datasets` and writes WORKDIR/eval/.
+        save_images: bool = False, batch_size: int = 8,
+        model: str | None = None,
+        output_dir: str | None = None) -> list[dict[str, Any]]:
+  """Evaluates a model on `datasets` and writes one JSON per dataset/split.
 
   Args:
-    workdir: the training workdir.
+    workdir: the training workdir whose checkpoint is scored; None scores
+      `model`, or the shipped model.
     datasets: (name, split) pairs; empty means the config's test_data.
     config: where the data are; None uses the workdir's saved config.
     checkpoint: 'best', 'latest' or a step.
@@ -262,10 +265,17 @@ def run(workdir: str, datasets: Sequence[specs.DataSpec],
     tta: average flipped predictions.
     save_images: write per-image pictures.
     batch_size: images per device call.
+    model: without workdir, a model file (.onnx or .safetensors).
+    output_dir: where the JSON files go; default WORKDIR/eval, or eval/
+      without a workdir.
 
   Returns:
     One result (the JSON written) per dataset/split.
   """
+  if workdir is None and config is None:
+    raise config_validation.ConfigError(
+        'Without --workdir, give --config to say where the test sets are'
+        ' (e.g. --config=configs/polyp.py --manual_dirs=NAME=FOLDER,...).')
   config = data_config(config or checkpointing.load_config(workdir),
                        manual_dirs or {})
   datasets = datasets or specs.parse_data(config.test_data, 'config.test_data',
@@ -274,10 +284,11 @@ def run(workdir: str, datasets: Sequence[specs.DataSpec],
     raise config_validation.ConfigError(
         'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
         ' config.test_data.')
-  predictor = inference.Predictor.from_workdir(workdir, checkpoint, batch_size)
+  predictor = inference.Predictor.from_flags(workdir, model, checkpoint,
+                                             batch_size)
   for name, split in datasets:  # Finds (or prepares) each before any is scored.
     pipeline.examples(config, str(specs.DataSpec(name, split)))
-  output_dir = os.path.join(workdir, 'eval')
+  output_dir = output_dir or os.path.join(workdir or '.', 'eval')
   os.makedirs(output_dir, exist_ok=True)
   results = []
   for name, split in datasets:
@@ -304,8 +315,14 @@ def define_flags():
   """The command line's flags; defined only when run as a program, so that
   importing this module next to other CLIs (main, predict) defines nothing."""
   flags.DEFINE_string(
-      'workdir', None, 'The training workdir (config.json, checkpoints/).',
-      required=True)
+      'workdir', None, 'The training workdir (config.json, checkpoints/);'
+      ' without it, --model or the model shipped with the package.')
+  flags.DEFINE_string(
+      'model', None, 'Instead of --workdir: a model file (.onnx of'
+      ' resunetpp_jax.export, or .safetensors of resunetpp_jax.pretrained).')
+  flags.DEFINE_string(
+      'output_dir', None, 'Where the JSON files go (default WORKDIR/eval, or'
+      ' eval/ without --workdir).')
   config_flags.DEFINE_config_file(
       'config', None, 'Where the data are (data_dir, manual_dirs) and the'
       ' default test sets (test_data); default: the config saved in'
@@ -339,14 +356,18 @@ def main(argv):
   datasets = specs.parse_data(args.datasets or [], '--datasets', specs.LIST)
   manual_dirs = specs.parse_manual_dirs(args.manual_dirs, '--manual_dirs')
   checkpoint = inference.parse_checkpoint(args.checkpoint)
-  config = args.config or checkpointing.load_config(args.workdir)
-  compilation_cache.enable(config.compilation_cache_dir)
+  config = args.config or (
+      checkpointing.load_config(args.workdir) if args.workdir else None)
+  if config is not None:
+    compilation_cache.enable(config.compilation_cache_dir)
   results = run(args.workdir, datasets, config, checkpoint=checkpoint,
                 manual_dirs=manual_dirs, tta=args.tta,
-                save_images=args.save_images, batch_size=args.batch_size)
-  print(f'Checkpoint {args.checkpoint} (step {results[0]["checkpoint_step"]})'
-        f' of {args.workdir}, predictions at original size'
-        f'{", TTA" if args.tta else ""}:')
+                save_images=args.save_images, batch_size=args.batch_size,
+                model=args.model, output_dir=args.output_dir)
+  source = (f'Checkpoint {args.checkpoint} of {args.workdir}' if args.workdir
+            else args.model or 'The shipped model')
+  print(f'{source} (step {results[0]["checkpoint_step"]}), predictions at'
+        f' original size{", TTA" if args.tta else ""}:')
   print(format_table(results))
   print()
   print(format_paper_table(results[0]['model'], results,

@@ -22,6 +22,8 @@ import numpy as np
 from flax import nnx
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
+from resunetpp_jax import compilation_cache
 from resunetpp_jax import config_validation
 from resunetpp_jax import pretrained
 
@@ -186,6 +188,22 @@ class Predictor:
                       int(metadata['step']) if metadata['step'] else None,
                       batch_size, functools.partial(_forward_onnx, session))
     return predictor
+
+  @classmethod
+  def from_flags(cls, workdir: str | None, model: str | None,
+                 checkpoint: str | int = 'best',
+                 batch_size: int = 8) -> 'Predictor':
+    """The CLIs' choice: a workdir's checkpoint, a model file (.onnx from
+    `export`, else a `pretrained.save` file), or the shipped model."""
+    if workdir and model:
+      raise cli.UserError('Give --workdir or --model, not both.')
+    if workdir:
+      compilation_cache.enable(
+          checkpointing.load_config(workdir).compilation_cache_dir)
+      return cls.from_workdir(workdir, checkpoint, batch_size)
+    if model and model.lower().endswith('.onnx'):
+      return cls.from_onnx(model, batch_size)
+    return cls.pretrained(model, batch_size)
 
   def _predict_batch(self, images: Sequence[np.ndarray],
                      tta: bool) -> np.ndarray:

@@ -6,6 +6,7 @@ r"""Segments image files with a trained model: one mask PNG per image.
   python -m resunetpp_jax.predict --workdir=WORKDIR --input=VIDEO --output=DIR \
       [--temporal_smoothing=ALPHA]
   python -m resunetpp_jax.predict --model=MODEL.onnx --input=... --output=...
+  python -m resunetpp_jax.predict --input=... --output=...   # the shipped model
 
 Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
@@ -28,9 +29,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from resunetpp_jax import checkpointing
 from resunetpp_jax import cli
-from resunetpp_jax import compilation_cache
 from resunetpp_jax import config_validation
 from resunetpp_jax import inference
 from resunetpp_jax import video
@@ -120,7 +119,9 @@ def define_flags():
       'workdir', None, 'The training workdir (config.json, checkpoints/).')
   flags.DEFINE_string(
       'model', None, 'Instead of --workdir: an ONNX file of'
-      ' resunetpp_jax.export, run with onnxruntime on the CPU.')
+      ' resunetpp_jax.export (run with onnxruntime on the CPU) or a model file'
+      ' of resunetpp_jax.pretrained (.safetensors). Without --workdir and'
+      ' --model, the model shipped with the package.')
   flags.DEFINE_string(
       'input', None, 'An image file, a folder whose image files are all'
       ' read (not its subfolders), or a video file.', required=True)
@@ -169,17 +170,8 @@ def main(argv):
     raise config_validation.ConfigError(
         f'--output={args.output} is the input folder; masks named <stem>.png'
         ' could overwrite the images: choose another folder.')
-  if (args.workdir is None) == (args.model is None):
-    raise config_validation.ConfigError(
-        'Give either --workdir or --model (an ONNX file of'
-        ' resunetpp_jax.export).')
-  if args.model:
-    predictor = inference.Predictor.from_onnx(args.model, args.batch_size)
-  else:
-    compilation_cache.enable(
-        checkpointing.load_config(args.workdir).compilation_cache_dir)
-    predictor = inference.Predictor.from_workdir(args.workdir, checkpoint,
-                                                 args.batch_size)
+  predictor = inference.Predictor.from_flags(
+      args.workdir, args.model, checkpoint, args.batch_size)
   if video.is_video(args.input):
     return video.report(video.segment_video(
         predictor, args.input, args.output, tta=args.tta,

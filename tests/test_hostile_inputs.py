@@ -86,10 +86,13 @@ def runs(trained_workdir, synthetic_data_dir, session_cache_dir, tmp_path_factor
   add('predict_bad_files', *predict, f'--workdir={trained_workdir}', f'--checkpoint={TRAINED_STEPS}', '--tta')
   add('predict_into_the_input_folder', 'predict', f'--input={inputs}', f'--output={inputs}',
       f'--workdir={trained_workdir}')
+  add('predict_missing_model_file', *predict, f'--model={root / "missing.safetensors"}')
+  add('predict_workdir_and_model', *predict, f'--workdir={trained_workdir}', f'--model={root / "m.onnx"}')
 
   add('evaluate_no_checkpoint', 'evaluate', f'--workdir={untrained}')
   add('evaluate_unknown_step', 'evaluate', f'--workdir={trained_workdir}', '--checkpoint=99')
   add('evaluate_bad_dataset_item', 'evaluate', f'--workdir={trained_workdir}', '--datasets=synthetic_polyps')
+  add('evaluate_model_without_config', 'evaluate', f'--model={root / "missing.safetensors"}')
   add('evaluate_bad_pair', 'evaluate', f'--workdir={trained_workdir}', '--datasets=folder_pairs:all',
       f'--manual_dirs=folder_pairs={size}')
 
@@ -157,11 +160,17 @@ def test_predict_reports_bad_files_and_skipped_entries_and_segments_the_rest(run
   assert 'is the input folder' in _error(runs, 'predict_into_the_input_folder')
 
 
+def test_predict_names_a_missing_model_file_and_refuses_two_models(runs):
+  assert 'missing.safetensors does not exist.' in _error(runs, 'predict_missing_model_file')
+  assert 'Give --workdir or --model, not both.' in _error(runs, 'predict_workdir_and_model')
+
+
 def test_evaluate_on_bad_input(runs):
   assert 'No checkpoint in ' in _error(runs, 'evaluate_no_checkpoint')
   assert 'No checkpoint at step 99' in _error(runs, 'evaluate_unknown_step')
   assert "'synthetic_polyps': expected NAME:SPLIT" in _error(runs, 'evaluate_bad_dataset_item')
   assert 'masks/2.png is 24x30 but its image' in _error(runs, 'evaluate_bad_pair')
+  assert 'Without --workdir, give --config' in _error(runs, 'evaluate_model_without_config')
 
 
 def test_training_with_a_batch_larger_than_the_dataset(runs):

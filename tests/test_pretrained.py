@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from resunetpp_jax import checkpointing
 from resunetpp_jax import cli
+from resunetpp_jax import evaluate
 from resunetpp_jax import inference
 from resunetpp_jax import pretrained
 from resunetpp_jax.models import initialization
@@ -78,3 +80,17 @@ def test_parameters_too_large_for_float16_are_refused(tiny_model, tiny_config, t
   with pytest.raises(cli.UserError, match='does not fit float16'):
     pretrained.save(tiny_model, tiny_config, tmp_path / 'model.safetensors')
   assert not (tmp_path / 'model.safetensors').exists()
+
+
+def test_evaluate_scores_a_model_file_as_it_scores_its_workdir(trained_workdir, tmp_path):
+  model, step = checkpointing.restore_model(trained_workdir, checkpoint='latest')
+  config = checkpointing.load_config(trained_workdir)
+  path = tmp_path / 'model.safetensors'
+  pretrained.save(model, config, path, step=step)
+  spec = [('synthetic_polyps', 'test')]
+  from_workdir, = evaluate.run(trained_workdir, spec, checkpoint='latest', output_dir=str(tmp_path / 'w'))
+  from_file, = evaluate.run(None, spec, config, model=str(path), output_dir=str(tmp_path / 'f'))
+  assert (tmp_path / 'f' / 'synthetic_polyps-test.json').is_file()
+  assert from_file['checkpoint_step'] == from_workdir['checkpoint_step'] == step
+  for key in ('mdice', 'miou', 'mean_dice', 'smeasure', 'mae'):
+    assert from_file[key] == pytest.approx(from_workdir[key], abs=2e-3), key
