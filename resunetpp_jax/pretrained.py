@@ -10,7 +10,8 @@ BatchNorm statistics in float32 (their small variances lose precision in
 float16). Its string metadata holds 'config' (the run's config as JSON: model,
 filters, image_size, ... to rebuild the network), 'step', 'format' and, for the
 shipped model, the model card's facts ('card': JSON of data, recipe, commit, GPU,
-minutes, scores). `load` checks every name and shape against the network that
+minutes, and 'scores': {'NAME:SPLIT': the evaluate JSON's numbers}; the shipped-weights test reads
+scores['kvasir_seg:pranet_test']['mean_dice']). `load` checks every name and shape against the network that
 config builds, so a file and a config that disagree fail with one message naming
 the file and the first mismatch.
 

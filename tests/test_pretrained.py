@@ -94,3 +94,23 @@ def test_evaluate_scores_a_model_file_as_it_scores_its_workdir(trained_workdir, 
   assert from_file['checkpoint_step'] == from_workdir['checkpoint_step'] == step
   for key in ('mdice', 'miou', 'mean_dice', 'smeasure', 'mae'):
     assert from_file[key] == pytest.approx(from_workdir[key], abs=2e-3), key
+
+
+@pytest.mark.skipif(not pretrained.SHIPPED_WEIGHTS.is_file(),
+                    reason='no shipped model in this checkout yet (issue 10: its GPU run)')
+def test_shipped_model_segments_real_kvasir_test_images_as_its_card_says(shared_dir):
+  """Guards every change to the model code: the shipped weights must still segment real polyps."""
+  from resunetpp_jax.data import image_io  # pylint: disable=import-outside-toplevel
+  from resunetpp_jax.data import polyp_folder_builder  # pylint: disable=import-outside-toplevel
+  card = json.loads(pretrained.read_metadata(pretrained.SHIPPED_WEIGHTS)['card'])
+  expected = card['scores']['kvasir_seg:pranet_test']['mean_dice']
+  names = polyp_folder_builder.read_split_list('pranet_kvasir_test.txt')[:16]
+  folder = shared_dir / 'data' / 'Kvasir-SEG'
+  predictor = inference.Predictor.pretrained()
+  dice = []
+  for name in names:
+    truth = image_io.read_mask(folder / 'masks' / f'{name}.jpg')
+    predicted = predictor.predict_mask(image_io.read_image(folder / 'images' / f'{name}.jpg'))
+    dice.append(2 * np.count_nonzero(predicted & truth) / max(1, np.count_nonzero(predicted) + np.count_nonzero(truth)))
+  # 16 of the 100 test images: their mean may stray from the card's by a few points, not by ten.
+  assert np.mean(dice) > expected - 0.1, (np.mean(dice), expected)
