@@ -6,9 +6,10 @@
   masks = predictor.predict_mask([image_a, image_b], tta=True)  # bool (H, W)
 
 Each image is resized to the model's `config.image_size`, run in inference mode
-(batched, jitted), and its probability map is resized back to the image's
-original size (bilinear) BEFORE thresholding, so masks follow the original
-outline rather than blocky upsampled decisions. `evaluate` and `predict` use
+(batched, jitted), and its logits are resized back to the image's original
+size (bilinear) before the sigmoid and the threshold, as PraNet's MyTest.py
+does for the published tables, so masks follow the original outline rather
+than blocky upsampled decisions. `evaluate` and `predict` use
 this class, so the CLI and notebooks produce identical masks.
 """
 import functools
@@ -45,14 +46,17 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
       cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR))
 
 
-def resize_probabilities(probabilities: np.ndarray,
-                         size: tuple[int, int]) -> np.ndarray:
-  """A float32 (h, w) probability map back to (height, width), bilinear."""
+def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """A float32 (h, w) map back to (height, width), bilinear."""
   height, width = size
-  if probabilities.shape == (height, width):
-    return probabilities
-  return cv2.resize(probabilities, (width, height),
-                    interpolation=cv2.INTER_LINEAR)
+  if values.shape == (height, width):
+    return values
+  return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+  """float32 probabilities of logits, without overflow at large |logits|."""
+  return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)
 
 
 def parse_checkpoint(value: str) -> str | int:
@@ -97,7 +101,7 @@ def _flip_views(x: jax.Array) -> jax.Array:
 
 
 def _average_flip_views(y: jax.Array) -> jax.Array:
-  """Inverse of `_flip_views`, averaging the three predictions of each image."""
+  """Inverse of `_flip_views`, averaging the three logit maps of each image."""
   same, left_right, upside_down = jnp.split(y, 3, axis=0)
   return (same + left_right[:, :, ::-1] + upside_down[:, ::-1]) / 3.0
 
@@ -107,13 +111,13 @@ def _average_flip_views(y: jax.Array) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=0, static_argnames='tta')
 def _forward(graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array,
              tta: bool) -> jax.Array:
-  """uint8 (N, H, W, 3) -> foreground probabilities (N, H, W) of the last head."""
+  """uint8 (N, H, W, 3) -> foreground logits (N, H, W) of the last head."""
   model = nnx.merge(graphdef, state)
   x = images.astype(jnp.float32) / 255.0
   if tta:
     x = _flip_views(x)
-  probabilities = jax.nn.sigmoid(model(x)[-1][..., 0])
-  return _average_flip_views(probabilities) if tta else probabilities
+  logits = model(x)[-1][..., 0]
+  return _average_flip_views(logits) if tta else logits
 
 
 def _forward_onnx(session, images: np.ndarray, tta: bool) -> jax.Array:
@@ -122,8 +126,7 @@ def _forward_onnx(session, images: np.ndarray, tta: bool) -> jax.Array:
   if tta:
     x = np.asarray(_flip_views(x))
   logits, = session.run(None, {session.get_inputs()[0].name: x})
-  probabilities = jax.nn.sigmoid(logits[..., 0])
-  return _average_flip_views(probabilities) if tta else probabilities
+  return _average_flip_views(logits[..., 0]) if tta else logits[..., 0]
 
 
 class Predictor:
@@ -144,7 +147,7 @@ class Predictor:
 
   def _set_up(self, config: ml_collections.ConfigDict, step: int | None,
               batch_size: int, forward):
-    """`forward(uint8 (N, h, w, 3), tta)` -> model-size probabilities (N, h, w)."""
+    """`forward(uint8 (N, h, w, 3), tta)` -> model-size logits (N, h, w)."""
     if config.num_classes != 1:
       raise config_validation.ConfigError(
           'Predictor segments one foreground class; the config has'
@@ -207,13 +210,13 @@ class Predictor:
 
   def _predict_batch(self, images: Sequence[np.ndarray],
                      tta: bool) -> np.ndarray:
-    """Model-size probabilities (len(images), h, w) of at most batch_size images."""
+    """Model-size logits (len(images), h, w) of at most batch_size images."""
     size = tuple(self.config.image_size)
     batch = np.zeros((self.batch_size, *size, 3), np.uint8)
     for k, image in enumerate(images):
       batch[k] = resize_image(image, size)
-    probabilities = self._forward(batch, tta=tta)
-    return np.asarray(probabilities[:len(images)], np.float32)
+    logits = self._forward(batch, tta=tta)
+    return np.asarray(logits[:len(images)], np.float32)
 
   def predict_proba(self, images, tta: bool = False):
     """Foreground probabilities at each image's original size.
@@ -223,7 +226,7 @@ class Predictor:
         (N, H, W, 3) array. A 2-D array is one grayscale image: refused,
         with how to convert it.
       tta: also predict the left-right and upside-down flipped images and
-        average the three (3x the compute).
+        average the three logit maps (3x the compute).
 
     Returns:
       float32 (H, W) for one image; (N, H, W) for an array; else a list.
@@ -239,8 +242,9 @@ class Predictor:
     results = []
     for start in range(0, len(batch), self.batch_size):
       chunk = batch[start:start + self.batch_size]
-      for image, probabilities in zip(chunk, self._predict_batch(chunk, tta)):
-        results.append(resize_probabilities(probabilities, image.shape[:2]))
+      for image, logits in zip(chunk, self._predict_batch(chunk, tta)):
+        # As PraNet's MyTest.py: logits resized bilinearly, then the sigmoid.
+        results.append(sigmoid(resize_map(logits, image.shape[:2])))
     if single:
       return results[0]
     if isinstance(images, np.ndarray):

@@ -95,7 +95,7 @@ def main(argv):
       small += predictor.predict_proba(resized[first:first + predictor.batch_size])
     model = 1000 * (time.perf_counter() - start) / len(resized)
     probabilities, resize_back = _ms_per_frame(
-        lambda p: inference.resize_probabilities(p, (height, width)), small)
+        lambda p: inference.resize_map(p, (height, width)), small)
     rows, statistics = _ms_per_frame(lambda p: video.frame_row(0, fps, p), probabilities)
     foreground = np.mean([float(row[video.CSV_COLUMNS.index('foreground_fraction')]) for row in rows])
     overlays, overlay = _ms_per_frame(

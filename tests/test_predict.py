@@ -69,25 +69,32 @@ def test_predictions_come_back_at_each_original_size(predictor):
   np.testing.assert_allclose(stacked[2], batched[0], atol=1e-6)
 
 
-def test_probabilities_are_resized_back_before_thresholding(predictor):
+def _logits(probabilities):
+  return np.log(probabilities / (1 - probabilities))
+
+
+def test_logits_are_resized_back_then_the_sigmoid_then_the_threshold(predictor):
+  """PraNet's MyTest.py order, which the published tables' numbers follow."""
   image = _random_image(96, 80, seed=1)
   at_model_size = predictor.predict_proba(
       inference.resize_image(image, MODEL_SIZE))
-  expected = inference.resize_probabilities(at_model_size, (96, 80))
+  expected = 1 / (1 + np.exp(-inference.resize_map(_logits(at_model_size), (96, 80))))
   probabilities = predictor.predict_proba(image)
-  np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+  np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+  resized_probabilities = inference.resize_map(at_model_size, (96, 80))
+  assert np.abs(resized_probabilities - expected).max() > 1e-4  # The order matters.
   np.testing.assert_array_equal(predictor.predict_mask(image),
                                 probabilities >= 0.5)
   assert predictor.predict_mask([image])[0].dtype == bool
 
 
-def test_tta_averages_the_flipped_predictions(predictor):
+def test_tta_averages_the_logits_of_the_flipped_predictions(predictor):
   image = _random_image(*MODEL_SIZE, seed=2)
-  plain = predictor.predict_proba(image)
-  left_right = predictor.predict_proba(image[:, ::-1].copy())[:, ::-1]
-  upside_down = predictor.predict_proba(image[::-1].copy())[::-1]
+  plain = _logits(predictor.predict_proba(image))
+  left_right = _logits(predictor.predict_proba(image[:, ::-1].copy()))[:, ::-1]
+  upside_down = _logits(predictor.predict_proba(image[::-1].copy()))[::-1]
   np.testing.assert_allclose(predictor.predict_proba(image, tta=True),
-                             (plain + left_right + upside_down) / 3, atol=1e-6)
+                             1 / (1 + np.exp(-(plain + left_right + upside_down) / 3)), atol=1e-5)
 
 
 @pytest.mark.parametrize('images, message', [
