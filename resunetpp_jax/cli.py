@@ -6,16 +6,37 @@ which prints such an error as one paragraph on stderr and exits with status 1;
 `--verbosity=1` (or `-v 1`) adds the traceback for a bug report. Anything else
 is a bug and keeps its traceback.
 """
+import logging as python_logging
 import sys
 import traceback
 from typing import Callable
 
 from absl import app
 from absl import flags
+from absl import logging
+
+_CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/jax/_src/xla_bridge')
 
 
 class UserError(Exception):
   """A fault in the input, a setting or the environment that the message fully explains."""
+
+
+def hide_library_info_logs():
+  """Keeps the console to our own progress and messages.
+
+  Libraries' INFO lines are dropped (orbax logs ~30 per save or restore), and
+  so, unless --verbosity asks for them, are their tracebacks: orbax logs a failed
+  background save from each of its threads (hundreds of lines for one full
+  disk), then raises the same error in the caller, which reports it once.
+  """
+  def keep(record: python_logging.LogRecord) -> bool:
+    if not any(p in record.pathname for p in _CHATTY_LIBRARIES):
+      return True
+    if record.exc_info:
+      return flags.FLAGS.verbosity >= 1
+    return record.levelno >= python_logging.WARNING
+  logging.get_absl_handler().addFilter(keep)
 
 
 def report(error: BaseException) -> None:
@@ -26,8 +47,9 @@ def report(error: BaseException) -> None:
 
 
 def run(main: Callable[[list[str]], int | None], **kwargs) -> None:
-  """`absl.app.run(main)`, with a UserError printed by `report` and exit status 1."""
+  """`absl.app.run(main)`, quiet libraries, and a UserError printed by `report` with exit status 1."""
   def guarded_main(argv: list[str]) -> int | None:
+    hide_library_info_logs()
     try:
       return main(argv)
     except UserError as error:

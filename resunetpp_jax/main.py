@@ -13,7 +13,6 @@ step it was in (128 + the signal's number, as a shell reports a process that the
 signal ended).
 """
 import difflib
-import logging as python_logging
 import re
 import sys
 
@@ -35,26 +34,6 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0, for multi-host runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes in a multi-host run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\' index in a multi-host run.')
-
-
-_CHATTY_LIBRARIES = ('/orbax/', '/tensorflow_datasets/', '/grain/', '/jax/_src/xla_bridge')
-
-
-def _hide_library_info_logs():
-  """Keeps the console to our own progress and messages.
-
-  Libraries' INFO lines are dropped (orbax logs ~30 per save), and so, unless
-  --verbosity asks for them, are their tracebacks: orbax logs a failed background
-  save from each of its threads (hundreds of lines for one full disk), then raises
-  the same error in the training loop, which reports it once.
-  """
-  def keep(record: python_logging.LogRecord) -> bool:
-    if not any(p in record.pathname for p in _CHATTY_LIBRARIES):
-      return True
-    if record.exc_info:
-      return flags.FLAGS.verbosity >= 1
-    return record.levelno >= python_logging.WARNING
-  logging.get_absl_handler().addFilter(keep)
 
 
 def initialize_distributed():
@@ -93,7 +72,6 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _hide_library_info_logs()
   initialize_distributed()
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)

@@ -1,6 +1,5 @@
 """ONNX and StableHLO exports reproduce the JAX logits; predict --model runs the ONNX file and writes the same masks."""
 import json
-import os
 import subprocess
 import sys
 

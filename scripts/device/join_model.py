@@ -12,7 +12,6 @@ import json
 import os
 import tempfile
 
-from absl import app
 from absl import flags
 
 from resunetpp_jax import cli
