@@ -13,6 +13,7 @@
 # events file, and the model file (float16 safetensors, ~21 MB) in parts of 15 MiB, exported from the newest
 # checkpoint every few minutes on the CPU and once more at the end. Rejoin and check here with
 #   python -m scripts.device.join_model --parts=DIR --output=resunetpp_jax/weights/polyp.safetensors
+# and draw the README's figures with python -m scripts.results_figures --run=DIR ... (its docstring).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/polyp_out}
@@ -37,7 +38,7 @@ export_model() {  # $1: 'final' or 'periodic'. On the CPU, beside the training p
 }
 
 copy_events() {
-  for f in "$WORKDIR"/tensorboard/events.*; do [ -f "$f" ] && cp "$f" "$OUT/events.tensorboard"; done
+  for f in "$WORKDIR"/tensorboard/events.*; do [ -f "$f" ] && cp "$f" "$OUT/events.out.tfevents.polyp"; done
 }
 
 watch_run() {  # Events every 30 s; the newest checkpoint exported every 150 s, so a killed call still returns one.

@@ -1,0 +1,89 @@
+r"""The README's Results figures: validation Dice against wall-clock minutes, and a few test predictions.
+
+  python -m scripts.results_figures --run=DIR --model=resunetpp_jax/weights/polyp.safetensors \
+      --images=../shared/data/Kvasir-SEG --names=NAME1,NAME2,NAME3 --output=docs/
+
+`--run` holds what scripts/device/train_polyp.sh returned: `events.out.tfevents.polyp` and `run.json`. Minutes count from
+the training process's start (`run.json`'s process_start), so compile and data preparation are in the curve.
+The prediction figure has one row per image: image | ground truth | prediction at the image's original size, with
+its Dice. Needs the `figures` extra (matplotlib) and tensorboard (in the `test` extra).
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import matplotlib
+import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
+
+from resunetpp_jax import inference
+from resunetpp_jax import visualize
+from resunetpp_jax.data import image_io
+
+matplotlib.use('Agg')
+from matplotlib import pyplot  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_RUN = flags.DEFINE_string('run', None, 'Folder with events.out.tfevents.polyp and run.json.', required=True)
+_MODEL = flags.DEFINE_string('model', None, 'Model file (.safetensors or .onnx); default: the shipped one.')
+_IMAGES = flags.DEFINE_string('images', None, 'A dataset folder with images/ and masks/.', required=True)
+_NAMES = flags.DEFINE_list('names', None, 'Image names (no extension) of test images to show.', required=True)
+_OUTPUT = flags.DEFINE_string('output', 'docs', 'Folder for the two PNG files.')
+
+
+def plot_validation_dice(run_dir: str, path: str) -> list[tuple[float, float]]:
+  """Writes the curve; returns its (minutes, val Dice) points."""
+  with open(os.path.join(run_dir, 'run.json')) as f:
+    start = json.load(f)['process_start']
+  events = event_accumulator.EventAccumulator(os.path.join(run_dir, 'events.out.tfevents.polyp'))
+  events.Reload()
+  points = [((e.wall_time - start) / 60, e.value) for e in events.Scalars('val/dice')]
+  figure, axes = pyplot.subplots(figsize=(6, 3.5))
+  axes.plot(*zip(*points), marker='o')
+  axes.set_xlabel('minutes since the training process started')
+  axes.set_ylabel('validation Dice (carve-out, training size)')
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  return points
+
+
+def _find(folder: str, name: str) -> str:
+  for extension in image_io.IMAGE_EXTENSIONS:
+    path = os.path.join(folder, name + extension)
+    if os.path.isfile(path):
+      return path
+  raise FileNotFoundError(f'No image {name}.* in {folder}.')
+
+
+def plot_predictions(predictor: inference.Predictor, folder: str, names: list[str], path: str) -> list[float]:
+  """Writes image | truth | prediction rows; returns each image's Dice."""
+  figure, axes = pyplot.subplots(len(names), 1, figsize=(9, 3 * len(names)), squeeze=False)
+  scores = []
+  for row, name in zip(axes[:, 0], names):
+    image = image_io.read_image(_find(os.path.join(folder, 'images'), name))
+    truth = image_io.read_mask(_find(os.path.join(folder, 'masks'), name))
+    predicted = predictor.predict_mask(image)
+    scores.append(2 * np.count_nonzero(predicted & truth) / max(1, predicted.sum() + truth.sum()))
+    row.imshow(visualize.side_by_side(image, truth, predicted))
+    row.set_title(f'{name}: image | ground truth | prediction (Dice {scores[-1]:.3f})', fontsize=9)
+    row.axis('off')
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  return scores
+
+
+def main(argv):
+  del argv
+  os.makedirs(_OUTPUT.value, exist_ok=True)
+  curve = os.path.join(_OUTPUT.value, 'val_dice_vs_minutes.png')
+  points = plot_validation_dice(_RUN.value, curve)
+  print(f'{curve}: ' + ', '.join(f'{m:.1f} min {d:.3f}' for m, d in points))
+  predictor = inference.Predictor.from_flags(None, _MODEL.value)
+  figure = os.path.join(_OUTPUT.value, 'predictions.png')
+  scores = plot_predictions(predictor, _IMAGES.value, _NAMES.value, figure)
+  print(f'{figure}: Dice ' + ', '.join(f'{s:.3f}' for s in scores))
+
+
+if __name__ == '__main__':
+  app.run(main)
