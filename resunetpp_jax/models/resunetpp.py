@@ -40,7 +40,22 @@ def node_name(i: int, j: int) -> str:
   return f'{i}_{j}'
 
 
-class ResUNetPP(nnx.Module):
+class SupervisedHeads(nnx.Module):
+  """What the trainer needs of every network here: one logits map per supervision head, and the heads' penalty.
+
+  Subclasses define `heads` and `node_outputs(x)`, whose 'heads.k' entries are the heads' logits.
+  """
+
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
+    outputs = self.node_outputs(x)
+    return tuple(outputs[f'heads.{k}'] for k in range(len(self.heads)))
+
+  def head_kernel_sq_sum(self) -> jax.Array:
+    """Sum of squares of the heads' kernels: the original's l2(1e-4) penalty before its weight."""
+    return sum(jnp.sum(jnp.square(head.kernel[...])) for head in self.heads)
+
+
+class ResUNetPP(SupervisedHeads):
   """Residual UNet++; `__call__` returns one float32 logits map per supervision head.
 
   With deep supervision there is a head on each X[0, j], j = 1..L-1 (L = len(filters)); without it only the
@@ -94,10 +109,3 @@ class ResUNetPP(nnx.Module):
       outputs[f'heads.{k}'] = head(grid[0, j])
     return outputs
 
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-    outputs = self.node_outputs(x)
-    return tuple(outputs[f'heads.{k}'] for k in range(len(self.heads)))
-
-  def head_kernel_sq_sum(self) -> jax.Array:
-    """Sum of squares of the heads' kernels: the original's l2(1e-4) penalty before its weight."""
-    return sum(jnp.sum(jnp.square(head.kernel[...])) for head in self.heads)

@@ -24,7 +24,7 @@ from resunetpp_jax.models import layers
 from resunetpp_jax.models import resunetpp
 
 
-class _ConvUNet(nnx.Module):
+class _ConvUNet(resunetpp.SupervisedHeads):
   """The UNet-family network whose decoder holds the nodes `decoder_nodes`; heads on X[0, j] for `head_columns`."""
 
   def __init__(self, filters: Sequence[int], num_classes: int, decoder_nodes: Sequence[tuple[int, int]],
@@ -80,13 +80,6 @@ class _ConvUNet(nnx.Module):
       outputs[f'heads.{k}'] = head(grid[0, j])
     return outputs
 
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
-    outputs = self.node_outputs(x)
-    return tuple(outputs[f'heads.{k}'] for k in range(len(self.heads)))
-
-  def head_kernel_sq_sum(self) -> jax.Array:
-    """Sum of squares of the heads' kernels, for the same head L2 penalty that ResUNetPP trains with."""
-    return sum(jnp.sum(jnp.square(head.kernel[...])) for head in self.heads)
 
 
 class UNet(_ConvUNet):
