@@ -43,8 +43,11 @@ def node_name(i: int, j: int) -> str:
 class SupervisedHeads(nnx.Module):
   """What the trainer needs of every network here: one logits map per supervision head, and the heads' penalty.
 
-  Subclasses define `heads` and `node_outputs(x)`, whose 'heads.k' entries are the heads' logits.
+  Subclasses define `heads`, `num_levels` and `node_outputs(x)`, whose 'heads.k' entries are the heads' logits.
   """
+
+  def check_input(self, shape: Sequence[int]) -> None:
+    check_image_shape(type(self).__name__, shape, self.num_levels)
 
   def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
     outputs = self.node_outputs(x)
@@ -86,9 +89,6 @@ class ResUNetPP(SupervisedHeads):
     self.heads = nnx.List([
         layers.conv(filters[0], num_classes, 1, dtype=dtype, output_dtype=jnp.float32, rngs=rngs)
         for _ in self.head_columns])
-
-  def check_input(self, shape: Sequence[int]) -> None:
-    check_image_shape(type(self).__name__, shape, self.num_levels)
 
   def node_outputs(self, x: jax.Array) -> dict[str, jax.Array]:
     """Every submodule's output keyed by its path, in execution order: 'enc.i', 'up.i_j', 'dec.i_j', 'heads.k'."""

@@ -53,9 +53,6 @@ class _ConvUNet(resunetpp.SupervisedHeads):
     """The columns t < j of row i that hold a node: X[i, 0] and the decoder nodes left of X[i, j]."""
     return [t for t in range(j) if t == 0 or (i, t) in self.decoder_nodes]
 
-  def check_input(self, shape: Sequence[int]) -> None:
-    resunetpp.check_image_shape(type(self).__name__, shape, self.num_levels)
-
   def node_outputs(self, x: jax.Array) -> dict[str, jax.Array]:
     """Every submodule's output keyed by its path, in execution order: 'enc.i', 'up.i_j', 'dec.i_j', 'heads.k'."""
     self.check_input(x.shape)
