@@ -13,8 +13,10 @@ than blocky upsampled decisions. `evaluate` and `predict` use
 this class, so the CLI and notebooks produce identical masks.
 """
 import functools
+import json
 from typing import Sequence
 
+from absl import logging
 import cv2
 import jax
 import jax.numpy as jnp
@@ -172,6 +174,9 @@ class Predictor:
   def pretrained(cls, path: str | None = None, batch_size: int = 8) -> 'Predictor':
     """The model shipped with the package (README, "Model card"), or a model file of `pretrained.save`."""
     model, config, metadata = pretrained.load(path)
+    note = json.loads(metadata.get('card', '{}')).get('note')
+    if note:  # What a user of this model must know (e.g. that it is an interim one), each time it is used.
+      logging.warning('Model %s: %s', path or pretrained.SHIPPED_WEIGHTS, note)
     step = int(metadata['step']) if 'step' in metadata else None
     return cls(model, config, step, batch_size)
 

@@ -1,5 +1,8 @@
-"""The model file format (safetensors, float16 parameters) and the shipped model."""
+"""The model file format (safetensors, float16 parameters), its model card and the shipped model."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from resunetpp_jax import evaluate
 from resunetpp_jax import inference
 from resunetpp_jax import pretrained
 from resunetpp_jax.models import initialization
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -52,6 +57,14 @@ def test_loaded_model_predicts_as_the_original(tiny_model, tiny_config, tmp_path
   shipped_format = inference.Predictor.pretrained(str(path))
   assert shipped_format.step == 3
   np.testing.assert_allclose(shipped_format.predict_proba(images), original, atol=2e-3)
+
+
+def test_a_model_whose_card_has_a_note_says_it_each_time_it_is_loaded(tiny_model, tiny_config, tmp_path, caplog):
+  path = tmp_path / 'model.safetensors'
+  pretrained.save(tiny_model, tiny_config, path, card={'note': 'interim: trained on a CPU'})
+  inference.Predictor.pretrained(str(path))
+  assert any('interim: trained on a CPU' in record.getMessage() and str(path) in record.getMessage()
+             for record in caplog.records if record.levelname == 'WARNING')
 
 
 def test_file_and_config_that_disagree_name_the_tensor(tiny_model, tiny_config, tmp_path):
@@ -114,3 +127,52 @@ def test_shipped_model_segments_real_kvasir_test_images_as_its_card_says(shared_
     dice.append(2 * np.count_nonzero(predicted & truth) / max(1, np.count_nonzero(predicted) + np.count_nonzero(truth)))
   # 16 of the 100 test images: their mean may stray from the card's by a few points, not by ten.
   assert np.mean(dice) > expected - 0.1, (np.mean(dice), expected)
+
+
+@pytest.mark.skipif(not pretrained.SHIPPED_WEIGHTS.is_file(), reason='no shipped model in this checkout')
+def test_predict_without_a_workdir_uses_the_shipped_model(shared_dir, tmp_path):
+  """`predict --input --output` works right after install: the masks are the shipped model's."""
+  from resunetpp_jax.data import image_io  # pylint: disable=import-outside-toplevel
+  from resunetpp_jax.data import polyp_folder_builder  # pylint: disable=import-outside-toplevel
+  names = polyp_folder_builder.read_split_list('pranet_kvasir_test.txt')[:2]
+  inputs = tmp_path / 'in'
+  inputs.mkdir()
+  for name in names:
+    (inputs / f'{name}.jpg').write_bytes((shared_dir / 'data' / 'Kvasir-SEG' / 'images' / f'{name}.jpg').read_bytes())
+  subprocess.run([sys.executable, '-m', 'resunetpp_jax.predict', f'--input={inputs}', f'--output={tmp_path / "out"}'],
+                 cwd=REPO, check=True, capture_output=True, timeout=600)
+  predictor = inference.Predictor.pretrained()
+  for name in names:
+    written = np.asarray(image_io.read_mask(tmp_path / 'out' / f'{name}.png'))
+    np.testing.assert_array_equal(written, predictor.predict_mask(image_io.read_image(inputs / f'{name}.jpg')))
+
+
+def test_model_card_script_writes_the_scores_and_the_recipe_into_the_model_file(tiny_model, tiny_config, tmp_path):
+  path = tmp_path / 'model.safetensors'
+  pretrained.save(tiny_model, tiny_config, path, step=5)
+  eval_dir = tmp_path / 'eval'
+  eval_dir.mkdir()
+  scored = {'dataset': 'kvasir_seg', 'split': 'pranet_test', 'model': 'resunetpp', 'checkpoint': 'latest',
+            'mean_dice': 0.8125, 'mdice': 0.8, 'num_images': 100}
+  (eval_dir / 'kvasir_seg-pranet_test.json').write_text(json.dumps(scored))
+  subprocess.run([sys.executable, '-m', 'scripts.model_card', f'--model={path}', f'--eval_dir={eval_dir}',
+                  '--machine=two CPU cores', '--minutes=41.5'], cwd=REPO, check=True, capture_output=True,
+                 timeout=300)
+  loaded, _, metadata = pretrained.load(path)
+  card = json.loads(metadata['card'])
+  assert card['scores'] == {'kvasir_seg:pranet_test': {'mean_dice': 0.8125, 'mdice': 0.8, 'num_images': 100}}
+  assert card['recipe']['filters'] == list(tiny_config.filters) and card['minutes'] == 41.5
+  assert metadata['step'] == '5' and 'research and education only' in card['terms']
+  for (name, (_, before)), (_, (_, after)) in zip(_variables(tiny_model).items(), _variables(loaded).items()):
+    np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-4, err_msg=name)  # Rewritten, not retrained.
+
+
+def test_model_card_script_refuses_scores_without_the_kvasir_test_set(tiny_model, tiny_config, tmp_path):
+  path = tmp_path / 'model.safetensors'
+  pretrained.save(tiny_model, tiny_config, path, step=5)
+  before = path.read_bytes()
+  result = subprocess.run([sys.executable, '-m', 'scripts.model_card', f'--model={path}',
+                           f'--eval_dir={tmp_path}', '--machine=x', '--minutes=1'],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1 and 'kvasir_seg-pranet_test.json' in result.stderr
+  assert path.read_bytes() == before  # Nothing on disk is lost.

@@ -1,0 +1,66 @@
+r"""Writes the model card into a model file: the facts of its training run and the scores `evaluate` gave it.
+
+  python -m resunetpp_jax.evaluate --model=MODEL --config=configs/polyp.py --output_dir=EVAL_DIR ...
+  python -m scripts.model_card --model=MODEL --eval_dir=EVAL_DIR --machine='one NVIDIA H200' --minutes=9.6
+
+MODEL is a model file (`resunetpp_jax.pretrained --workdir=...`, or `scripts.device.join_model` for one a GPU call
+returned in parts); it is rewritten with the card in its metadata ('card', JSON). `scores['NAME:SPLIT']` holds each
+evaluate JSON's numbers (the shipped-weights test reads `scores['kvasir_seg:pranet_test']['mean_dice']`); the
+recipe is read from the model file's own config, so the card cannot disagree with what was trained; the commit is
+the checkout's HEAD. The card is also written as JSON beside the model (MODEL.card.json) for the README.
+"""
+import glob
+import json
+import os
+import subprocess
+
+from absl import flags
+
+from resunetpp_jax import cli
+from resunetpp_jax import pretrained
+
+_MODEL = flags.DEFINE_string('model', None, 'The model file (.safetensors) to write the card into.',
+                             required=True)
+_EVAL_DIR = flags.DEFINE_string('eval_dir', None, "Folder of evaluate's NAME-SPLIT.json files.", required=True)
+_MACHINE = flags.DEFINE_string('machine', None, 'What trained it, e.g. "one NVIDIA H200".', required=True)
+_MINUTES = flags.DEFINE_float('minutes', None, 'Minutes from process start to the final checkpoint.',
+                              required=True)
+_NOTE = flags.DEFINE_string('note', '', 'What a user must know about this model, in a sentence.')
+
+TERMS = ('Trained on Kvasir-SEG and CVC-ClinicDB, released for research and education only: so is this model. '
+         'Not a medical device.')
+_NOT_SCORES = ('dataset', 'split', 'model', 'checkpoint')
+
+
+def main(argv):
+  del argv
+  model, config, metadata = pretrained.load(_MODEL.value)
+  scores = {}
+  for path in sorted(glob.glob(os.path.join(_EVAL_DIR.value, '*.json'))):
+    with open(path) as f:
+      result = json.load(f)
+    if 'dataset' not in result:
+      continue
+    scores[f"{result['dataset']}:{result['split']}"] = {
+        key: value for key, value in result.items() if key not in _NOT_SCORES}
+  if 'kvasir_seg:pranet_test' not in scores:
+    raise cli.UserError(f'{_EVAL_DIR.value} has no kvasir_seg-pranet_test.json: the shipped-weights test needs '
+                        'that score. Run evaluate with --datasets=kvasir_seg:pranet_test first.')
+  commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                          check=False).stdout.strip()
+  recipe = {key: config[key] for key in (
+      'model', 'filters', 'image_size', 'train_data', 'validation_fraction', 'batch_size', 'num_epochs',
+      'num_train_steps', 'optimizer', 'learning_rate', 'schedule', 'warmup_steps', 'dtype', 'bn_momentum',
+      'loss', 'augment', 'seed')}
+  card = {'commit': commit, 'machine': _MACHINE.value, 'minutes': _MINUTES.value, 'recipe': recipe,
+          'scores': scores, 'terms': TERMS, 'note': _NOTE.value}
+  step = int(metadata['step']) if 'step' in metadata else None
+  scratch = _MODEL.value + '.writing'  # The model file is replaced only once the new one is whole.
+  pretrained.save(model, config, scratch, step=step, card=card)
+  os.replace(scratch, _MODEL.value)
+  print(json.dumps(card, indent=2))
+  print(f'{_MODEL.value}: card written ({len(scores)} test sets, step {step}, commit {commit}).')
+
+
+if __name__ == '__main__':
+  cli.run(main)
