@@ -32,11 +32,11 @@ TERMS = ('Trained on Kvasir-SEG and CVC-ClinicDB, released for research and educ
 _NOT_SCORES = ('dataset', 'split', 'model', 'checkpoint')
 
 
-def main(argv):
-  del argv
-  model, config, metadata = pretrained.load(_MODEL.value)
+def write_card(model_path: str, eval_dir: str, machine: str, minutes: float, note: str = '') -> dict:
+  """Rewrites the model file at `model_path` with its card; returns the card."""
+  model, config, metadata = pretrained.load(model_path)
   scores = {}
-  for path in sorted(glob.glob(os.path.join(_EVAL_DIR.value, '*.json'))):
+  for path in sorted(glob.glob(os.path.join(eval_dir, '*.json'))):
     with open(path) as f:
       result = json.load(f)
     if 'dataset' not in result:
@@ -44,7 +44,7 @@ def main(argv):
     scores[f"{result['dataset']}:{result['split']}"] = {
         key: value for key, value in result.items() if key not in _NOT_SCORES}
   if 'kvasir_seg:pranet_test' not in scores:
-    raise cli.UserError(f'{_EVAL_DIR.value} has no kvasir_seg-pranet_test.json: the shipped-weights test needs '
+    raise cli.UserError(f'{eval_dir} has no kvasir_seg-pranet_test.json: the shipped-weights test needs '
                         'that score. Run evaluate with --datasets=kvasir_seg:pranet_test first.')
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                           check=False).stdout.strip()
@@ -52,14 +52,20 @@ def main(argv):
       'model', 'filters', 'image_size', 'train_data', 'validation_fraction', 'batch_size', 'num_epochs',
       'num_train_steps', 'optimizer', 'learning_rate', 'schedule', 'warmup_steps', 'dtype', 'bn_momentum',
       'loss', 'augment', 'seed')}
-  card = {'commit': commit, 'machine': _MACHINE.value, 'minutes': _MINUTES.value, 'recipe': recipe,
-          'scores': scores, 'terms': TERMS, 'note': _NOTE.value}
+  card = {'commit': commit, 'machine': machine, 'minutes': minutes, 'recipe': recipe, 'scores': scores,
+          'terms': TERMS, 'note': note}
   step = int(metadata['step']) if 'step' in metadata else None
-  scratch = _MODEL.value + '.writing'  # The model file is replaced only once the new one is whole.
+  scratch = model_path + '.writing'  # The model file is replaced only once the new one is whole.
   pretrained.save(model, config, scratch, step=step, card=card)
-  os.replace(scratch, _MODEL.value)
+  os.replace(scratch, model_path)
+  return card
+
+
+def main(argv):
+  del argv
+  card = write_card(_MODEL.value, _EVAL_DIR.value, _MACHINE.value, _MINUTES.value, _NOTE.value)
   print(json.dumps(card, indent=2))
-  print(f'{_MODEL.value}: card written ({len(scores)} test sets, step {step}, commit {commit}).')
+  print(f'{_MODEL.value}: card written ({len(card["scores"])} test sets, commit {card["commit"]}).')
 
 
 if __name__ == '__main__':

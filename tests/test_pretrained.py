@@ -14,6 +14,7 @@ from resunetpp_jax import evaluate
 from resunetpp_jax import inference
 from resunetpp_jax import pretrained
 from resunetpp_jax.models import initialization
+from scripts import model_card
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,9 +156,7 @@ def test_model_card_script_writes_the_scores_and_the_recipe_into_the_model_file(
   scored = {'dataset': 'kvasir_seg', 'split': 'pranet_test', 'model': 'resunetpp', 'checkpoint': 'latest',
             'mean_dice': 0.8125, 'mdice': 0.8, 'num_images': 100}
   (eval_dir / 'kvasir_seg-pranet_test.json').write_text(json.dumps(scored))
-  subprocess.run([sys.executable, '-m', 'scripts.model_card', f'--model={path}', f'--eval_dir={eval_dir}',
-                  '--machine=two CPU cores', '--minutes=41.5'], cwd=REPO, check=True, capture_output=True,
-                 timeout=300)
+  model_card.write_card(str(path), str(eval_dir), 'two CPU cores', 41.5)
   loaded, _, metadata = pretrained.load(path)
   card = json.loads(metadata['card'])
   assert card['scores'] == {'kvasir_seg:pranet_test': {'mean_dice': 0.8125, 'mdice': 0.8, 'num_images': 100}}
@@ -171,8 +170,6 @@ def test_model_card_script_refuses_scores_without_the_kvasir_test_set(tiny_model
   path = tmp_path / 'model.safetensors'
   pretrained.save(tiny_model, tiny_config, path, step=5)
   before = path.read_bytes()
-  result = subprocess.run([sys.executable, '-m', 'scripts.model_card', f'--model={path}',
-                           f'--eval_dir={tmp_path}', '--machine=x', '--minutes=1'],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 1 and 'kvasir_seg-pranet_test.json' in result.stderr
+  with pytest.raises(cli.UserError, match='kvasir_seg-pranet_test.json'):
+    model_card.write_card(str(path), str(tmp_path), 'x', 1.0)
   assert path.read_bytes() == before  # Nothing on disk is lost.

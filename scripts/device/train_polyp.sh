@@ -11,9 +11,16 @@
 #
 # $OUT gets, as the run goes (at most 8 files come back): train.log, run.json (GPU, times, hash), the TensorBoard
 # events file, and the model file (float16 safetensors, ~21 MB) in parts of 15 MiB, exported from the newest
-# checkpoint every few minutes on the CPU and once more at the end. Rejoin and check here with
-#   python -m scripts.device.join_model --parts=DIR --output=resunetpp_jax/weights/polyp.safetensors
-# and draw the README's figures with python -m scripts.results_figures --run=DIR ... (its docstring).
+# checkpoint every few minutes on the CPU and once more at the end. Then, here (DIR: the call's files_at):
+#   python -m scripts.device.join_model --parts=DIR --output=/tmp/gpu.safetensors    # checks the hash
+#   python -m resunetpp_jax.evaluate --model=/tmp/gpu.safetensors --config=configs/polyp.py --output_dir=/tmp/gpu_eval \
+#     --manual_dirs=kvasir_seg=../shared/data/Kvasir-SEG,cvc_clinicdb=../shared/data/CVC-ClinicDB \
+#     --datasets=kvasir_seg:pranet_test,cvc_clinicdb:pranet_test --table=markdown
+#   python -m scripts.model_card --model=/tmp/gpu.safetensors --eval_dir=/tmp/gpu_eval --machine="$(jq -r .gpu DIR/run.json)" \
+#     --minutes="$(jq .minutes_to_final_checkpoint DIR/run.json)"
+#   cp /tmp/gpu.safetensors resunetpp_jax/weights/polyp.safetensors   # only if it beats the shipped model's card
+#   python -m scripts.results_figures --run=DIR --images=../shared/data/Kvasir-SEG --names=... --output=docs/
+# and rewrite the README's Results and Model card from the printed card.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/polyp_out}
