@@ -6,8 +6,10 @@ which prints such an error as one paragraph on stderr and exits with status 1;
 `--verbosity=1` (or `-v 1`) adds the traceback for a bug report. Anything else
 is a bug and keeps its traceback.
 """
+import errno
 import logging as python_logging
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -46,10 +48,21 @@ def report(error: BaseException) -> None:
   print(f'Error: {error}', file=sys.stderr)
 
 
+def _background_disk_full_in_one_line(args: threading.ExceptHookArgs) -> None:
+  """A library's writer thread (TensorBoard events, orbax) that meets a full disk gets one line, not a traceback:
+  the main thread's own write meets the same disk and says what to do."""
+  if isinstance(args.exc_value, OSError) and args.exc_value.errno == errno.ENOSPC:
+    logging.warning('The background writer %s stopped: the disk is full (%s).', args.thread.name,
+                    args.exc_value.filename or 'its file')
+    return
+  threading.__excepthook__(args)
+
+
 def run(main: Callable[[list[str]], int | None], **kwargs) -> None:
   """`absl.app.run(main)`, quiet libraries, and a UserError printed by `report` with exit status 1."""
   def guarded_main(argv: list[str]) -> int | None:
     hide_library_info_logs()
+    threading.excepthook = _background_disk_full_in_one_line
     try:
       return main(argv)
     except UserError as error:

@@ -176,3 +176,22 @@ def test_evaluate_on_bad_input(runs):
 def test_training_with_a_batch_larger_than_the_dataset(runs):
   assert ('config.batch_size=1024 exceeds the 512 training examples per epoch'
           in _error(runs, 'main_batch_over_dataset'))
+
+
+def test_a_background_writer_on_a_full_disk_gets_one_line_and_other_thread_errors_keep_their_traceback(
+    caplog, capsys, monkeypatch):
+  import errno  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  from resunetpp_jax import cli  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(threading, 'excepthook', cli._background_disk_full_in_one_line)  # pylint: disable=protected-access
+
+  def fail(error):
+    raise error
+  for error in (OSError(errno.ENOSPC, 'No space left on device', '/w/events'), ValueError('a real bug')):
+    thread = threading.Thread(target=fail, args=(error,), name='writer')
+    thread.start()
+    thread.join()
+  stderr = capsys.readouterr().err
+  assert [r.getMessage() for r in caplog.records if r.levelname == 'WARNING'] == [
+      'The background writer writer stopped: the disk is full (/w/events).']
+  assert stderr.count('Traceback') == 1 and 'ValueError: a real bug' in stderr and 'ENOSPC' not in stderr
