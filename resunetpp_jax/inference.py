@@ -177,7 +177,7 @@ class Predictor:
     note = json.loads(metadata.get('card', '{}')).get('note')
     if note:  # What a user of this model must know (e.g. that it is an interim one), each time it is used.
       logging.warning('Model %s: %s', path or pretrained.SHIPPED_WEIGHTS, note)
-    step = int(metadata['step']) if 'step' in metadata else None
+    step = pretrained.step_of(metadata)
     return cls(model, config, step, batch_size)
 
   @classmethod

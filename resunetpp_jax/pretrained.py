@@ -71,6 +71,11 @@ def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str | os.Pa
   safetensors_numpy.save_file(tensors, os.fspath(path), metadata=metadata)
 
 
+def step_of(metadata: dict[str, str]) -> int | None:
+  """The training step a model file's metadata records, if any."""
+  return int(metadata['step']) if 'step' in metadata else None
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
   """The string metadata of a model file, without reading its tensors."""
   with open(path, 'rb') as f:

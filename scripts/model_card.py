@@ -7,7 +7,7 @@ MODEL is a model file (`resunetpp_jax.pretrained --workdir=...`, or `scripts.dev
 returned in parts); it is rewritten with the card in its metadata ('card', JSON). `scores['NAME:SPLIT']` holds each
 evaluate JSON's numbers (the shipped-weights test reads `scores['kvasir_seg:pranet_test']['mean_dice']`); the
 recipe is read from the model file's own config, so the card cannot disagree with what was trained; the commit is
-the checkout's HEAD. The card is also written as JSON beside the model (MODEL.card.json) for the README.
+the checkout's HEAD. It prints the card, for the README's model card.
 """
 import glob
 import json
@@ -54,7 +54,7 @@ def write_card(model_path: str, eval_dir: str, machine: str, minutes: float, not
       'loss', 'augment', 'seed')}
   card = {'commit': commit, 'machine': machine, 'minutes': minutes, 'recipe': recipe, 'scores': scores,
           'terms': TERMS, 'note': note}
-  step = int(metadata['step']) if 'step' in metadata else None
+  step = pretrained.step_of(metadata)
   scratch = model_path + '.writing'  # The model file is replaced only once the new one is whole.
   pretrained.save(model, config, scratch, step=step, card=card)
   os.replace(scratch, model_path)

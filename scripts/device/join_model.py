@@ -43,7 +43,7 @@ def main(argv):
   if _CARD.value:
     with open(_CARD.value) as f:
       card = json.load(f)
-  step = int(metadata['step']) if 'step' in metadata else None
+  step = pretrained.step_of(metadata)
   pretrained.save(model, config, _OUTPUT.value, step=step, card=card)
   print(f'{_OUTPUT.value}: {len(parts)} parts, sha256 {digest} checked, step {step}.')
 
