@@ -202,7 +202,7 @@ def load_model(workdir: str | None, checkpoint: str = 'best'
     source = f'packaged model {pretrained.SHIPPED_WEIGHTS.name} (resunetpp_jax.pretrained)'
     if 'card' in values:
       source += f', model card {values["card"]}'
-    return model, config, source, int(values['step']) if 'step' in values else None
+    return model, config, source, pretrained.step_of(values)
   config = checkpointing.load_config(workdir)
   model, step = checkpointing.restore_model(workdir, config, inference.parse_checkpoint(checkpoint))
   return model, config, f'workdir {os.path.abspath(workdir)}, checkpoint {checkpoint}, step {step}', step

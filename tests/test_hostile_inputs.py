@@ -2,12 +2,14 @@
 
 Every case runs in one process (tests/cli_cases.py), as `python -m MODULE FLAGS` would run it.
 """
+import errno
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 from PIL import Image
@@ -17,6 +19,7 @@ import tifffile
 from conftest import REPO_DIR
 from conftest import TRAINED_STEPS
 from conftest import write_tiff_declaring
+from resunetpp_jax import cli
 
 BOMB_MESSAGE = ('bomb.tif declares a 60000x60000 image (3,600,000,000 pixels, 10.1 GiB as RGB), more than the limit of'
                 ' 100,000,000 pixels, so it was not decoded. If the image is genuine, raise the limit with'
@@ -180,9 +183,6 @@ def test_training_with_a_batch_larger_than_the_dataset(runs):
 
 def test_a_background_writer_on_a_full_disk_gets_one_line_and_other_thread_errors_keep_their_traceback(
     caplog, capsys, monkeypatch):
-  import errno  # pylint: disable=import-outside-toplevel
-  import threading  # pylint: disable=import-outside-toplevel
-  from resunetpp_jax import cli  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(threading, 'excepthook', cli._background_disk_full_in_one_line)  # pylint: disable=protected-access
 
   def fail(error):
