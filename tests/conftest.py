@@ -51,6 +51,7 @@ def tiny_synthetic_config(data_dir, cache_dir):
   config.filters = (8, 16, 32)
   config.image_size = (32, 32)
   config.batch_size = 8
+  config.schedule = 'constant'  # Its program does not depend on the step count: the tests' runs share one compile.
   config.num_train_steps = 12
   config.log_every_steps = 2
   config.eval_every_steps = 6

@@ -24,7 +24,7 @@ def _main_command(config, workdir, **extra_overrides) -> list[str]:
   overrides = {
       'data_dir': config.data_dir, 'compilation_cache_dir': config.compilation_cache_dir,
       'filters': ','.join(map(str, config.filters)), 'image_size': ','.join(map(str, config.image_size)),
-      'batch_size': config.batch_size, 'num_train_steps': config.num_train_steps,
+      'batch_size': config.batch_size, 'schedule': config.schedule, 'num_train_steps': config.num_train_steps,
       'log_every_steps': config.log_every_steps, 'eval_every_steps': config.eval_every_steps,
       'checkpoint_every_steps': config.checkpoint_every_steps, **extra_overrides,
   }
@@ -68,7 +68,7 @@ def test_training_learns_and_logs(tiny_config, tmp_path):
 
 def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  _run_main(tiny_config, straight)
+  train.train_and_evaluate(tiny_config, str(straight))
 
   process = subprocess.Popen(_main_command(tiny_config, resumed), cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
@@ -91,8 +91,8 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path):
     np.testing.assert_array_equal(b[name], a[name], err_msg=name)  # Bitwise.
 
 
-def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path):
-  _run_main(tiny_config, tmp_path)
+def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path, caplog):
+  train.train_and_evaluate(tiny_config, str(tmp_path))
   _, expected = _model_arrays(tmp_path)
   latest = tmp_path / 'checkpoints' / str(tiny_config.num_train_steps)
   # A kill during a save on a file system without atomic renames leaves a step folder without its metadata.
@@ -102,8 +102,8 @@ def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path):
       for file in item.rglob('*'):
         if file.is_file():
           file.write_bytes(b'truncated')
-  result = _run_main(tiny_config, tmp_path)
-  assert 'cannot be restored' in result.stderr
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert any('cannot be restored' in record.getMessage() for record in caplog.records)
   assert (tmp_path / 'checkpoints_unrestorable').is_dir()  # Moved aside, not deleted.
   _, retrained = _model_arrays(tmp_path)
   for name in expected:  # Redoing the last steps from the previous checkpoint gives the same model.
