@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules."""
 import math
+import os
 import pathlib
 import zlib
 
@@ -32,8 +33,17 @@ def shared_dir() -> pathlib.Path:
 
 @pytest.fixture(scope='session')
 def session_cache_dir(tmp_path_factory) -> pathlib.Path:
-  """One XLA compilation cache for the whole test session: each program compiles once, in any process."""
-  return tmp_path_factory.mktemp('xla_cache')
+  """One XLA compilation cache for the whole test session: each program compiles once, in any process.
+
+  Under pytest-xdist the workers share it (beside their own temporary folders), as a test and the processes it
+  starts already do: a program one worker compiled loads in the other. An entry read while another process is
+  still writing it fails to load, and JAX warns and compiles it again.
+  """
+  if 'PYTEST_XDIST_WORKER' not in os.environ:
+    return tmp_path_factory.mktemp('xla_cache')
+  path = tmp_path_factory.getbasetemp().parent / 'xla_cache'
+  path.mkdir(exist_ok=True)
+  return path
 
 
 @pytest.fixture(scope='session')
