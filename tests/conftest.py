@@ -22,6 +22,18 @@ def write_tiff_declaring(path, width: int, height: int):
                    tile=(1024, 1024), compression='zlib', photometric='rgb')
 
 
+def damage_checkpoint(step_dir: pathlib.Path):
+  """What a kill mid-save on a file system without atomic renames leaves: no metadata, truncated files."""
+  (step_dir / '_CHECKPOINT_METADATA').unlink()
+  truncate_files(step_dir)
+
+
+def truncate_files(folder: pathlib.Path):
+  for file in folder.rglob('*'):
+    if file.is_file():
+      file.write_bytes(b'truncated')
+
+
 @pytest.fixture(scope='session')
 def shared_dir() -> pathlib.Path:
   """`<repo>/../shared` (data, reference weights, peer benchmark); skips the test where CI has no copy of it."""

@@ -14,17 +14,7 @@ from resunetpp_jax import sharding
 from resunetpp_jax import train_state
 from resunetpp_jax.data import pipeline
 
-
-def _damage(step_dir: pathlib.Path):
-  """What a kill mid-save on a file system without atomic renames leaves: no metadata, truncated files."""
-  (step_dir / '_CHECKPOINT_METADATA').unlink()
-  _truncate_arrays(step_dir)
-
-
-def _truncate_arrays(step_dir: pathlib.Path):
-  for file in step_dir.rglob('*'):
-    if file.is_file() and file.name != '_CHECKPOINT_METADATA':
-      file.write_bytes(b'truncated')
+from conftest import damage_checkpoint, truncate_files  # pylint: disable=g-bad-import-order
 
 
 def _arrays(model) -> dict[str, np.ndarray]:
@@ -43,8 +33,8 @@ def workdir(trained_workdir, tmp_path) -> pathlib.Path:
 
 
 @pytest.mark.parametrize('checkpoint, damage', [
-    ('latest', _damage),
-    ('best', lambda step_dir: _truncate_arrays(step_dir / 'model')),  # Its metrics still say it is the best.
+    ('latest', damage_checkpoint),
+    ('best', lambda step_dir: truncate_files(step_dir / 'model')),  # Its metrics still say it is the best.
 ])
 def test_unreadable_newest_is_skipped_with_one_warning_and_left_in_place(workdir, trained_workdir, checkpoint,
                                                                          damage, caplog):
@@ -62,12 +52,12 @@ def test_unreadable_newest_is_skipped_with_one_warning_and_left_in_place(workdir
 
 
 def test_unreadable_checkpoint_asked_for_by_step_is_one_error(workdir):
-  _damage(workdir / 'checkpoints' / '4')
+  damage_checkpoint(workdir / 'checkpoints' / '4')
   with pytest.raises(checkpointing.UnreadableCheckpointError,
                      match=r'^Checkpoint 4 \(\w+: .*\) in .* cannot be read\. Choose another with --checkpoint '
                            r'\(steps 2, 4\), or best or latest, which skip unreadable ones\.$'):
     checkpointing.restore_model(str(workdir), checkpoint=4)
-  _damage(workdir / 'checkpoints' / '2')
+  damage_checkpoint(workdir / 'checkpoints' / '2')
   with pytest.raises(checkpointing.UnreadableCheckpointError,
                      match=r'^No checkpoint in .*checkpoints can be read: 4 \(.*\); 2 \(.*\)\.$'):
     checkpointing.restore_model(str(workdir), checkpoint='best')

@@ -17,6 +17,8 @@ from resunetpp_jax import checkpointing
 from resunetpp_jax import train
 from resunetpp_jax import workdir_lock
 
+from conftest import damage_checkpoint  # pylint: disable=g-bad-import-order
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -95,13 +97,7 @@ def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path, capl
   train.train_and_evaluate(tiny_config, str(tmp_path))
   _, expected = _model_arrays(tmp_path)
   latest = tmp_path / 'checkpoints' / str(tiny_config.num_train_steps)
-  # A kill during a save on a file system without atomic renames leaves a step folder without its metadata.
-  (latest / '_CHECKPOINT_METADATA').unlink()
-  for item in latest.iterdir():
-    if item.is_dir():
-      for file in item.rglob('*'):
-        if file.is_file():
-          file.write_bytes(b'truncated')
+  damage_checkpoint(latest)
   train.train_and_evaluate(tiny_config, str(tmp_path))
   assert any('cannot be restored' in record.getMessage() for record in caplog.records)
   assert (tmp_path / 'checkpoints_unrestorable').is_dir()  # Moved aside, not deleted.
