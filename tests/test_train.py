@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from configs import synthetic
 from resunetpp_jax import checkpointing
 from resunetpp_jax import train
 from resunetpp_jax import workdir_lock
@@ -23,16 +24,12 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _main_command(config, workdir, **extra_overrides) -> list[str]:
-  overrides = {
-      'data_dir': config.data_dir, 'compilation_cache_dir': config.compilation_cache_dir,
-      'filters': ','.join(map(str, config.filters)), 'image_size': ','.join(map(str, config.image_size)),
-      'batch_size': config.batch_size, 'schedule': config.schedule, 'num_train_steps': config.num_train_steps,
-      'log_every_steps': config.log_every_steps, 'eval_every_steps': config.eval_every_steps,
-      'checkpoint_every_steps': config.checkpoint_every_steps, **extra_overrides,
-  }
+  """`main` on configs/synthetic.py, overriding every key in which `config` differs from it (then extra_overrides)."""
+  base = synthetic.get_config()
+  overrides = {key: value for key, value in config.items() if value != base[key]} | extra_overrides
   return [sys.executable, '-m', 'resunetpp_jax.main', '--config=configs/synthetic.py', f'--workdir={workdir}',
-          *(f'--config.{k}=({v},)' if k in ('filters', 'image_size') else f'--config.{k}={v}'
-            for k, v in overrides.items())]
+          *(f'--config.{key}=({",".join(map(str, value))},)' if isinstance(value, tuple) else f'--config.{key}={value}'
+            for key, value in overrides.items())]
 
 
 def _run_main(config, workdir):
