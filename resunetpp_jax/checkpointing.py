@@ -50,6 +50,10 @@ class DiskFullError(cli.UserError):
   """The workdir's file system has no room for the next checkpoint."""
 
 
+class CheckpointFolderGoneError(cli.UserError):
+  """The workdir's checkpoint folder was moved or deleted while the run went on."""
+
+
 class ConfigMismatchError(cli.UserError):
   """The config builds a network with other parameter shapes than the checkpoint's."""
 
@@ -172,14 +176,20 @@ class Checkpointer:
   def check_disk(self, state: dict[int, Any]):
     """Raises DiskFullError when a background save failed for lack of space, or when the file system
     could not hold the next checkpoint: the run stops now rather than steps later, before any write fails.
+    Raises CheckpointFolderGoneError when the folder itself was moved or deleted.
 
     The next checkpoint is taken to be the size of the newest complete one, or,
     before the first, of the state's arrays plus orbax's metadata (under 1 KiB per
     array, measured). A save still running is not waited for.
     """
+    if not self.directory.is_dir():
+      raise CheckpointFolderGoneError(
+          f'The checkpoint folder {self.directory} is gone: it was moved or deleted while training ran. Training '
+          'stopped; the steps since its last checkpoint are lost. Put the folder back (or pass the --workdir it '
+          'was moved to) and run the same command to resume from its newest checkpoint.')
     if not self._manager.is_saving_in_progress():
       self.wait_until_finished()
-    complete = [d for d in self.directory.iterdir() if d.name.isdigit()] if self.directory.is_dir() else []
+    complete = [d for d in self.directory.iterdir() if d.name.isdigit()]
     newest = max(complete, key=lambda d: int(d.name), default=None)
     leaves = jax.tree.leaves(state)
     self._bytes_needed = (_folder_bytes(newest) if newest

@@ -94,3 +94,21 @@ def test_save_is_refused_before_writing_when_the_disk_cannot_hold_the_checkpoint
     checkpointer.save(step + 1, state, loop, iterator)
   checkpointer.close()
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir()) == ['2', '4']  # Nothing written.
+
+
+def test_checkpoint_folder_that_vanished_during_the_run_is_one_error(workdir, tmp_path):
+  """A workdir moved or deleted while training ran (seen once, at a final save): the next save names the folder."""
+  config = checkpointing.load_config(str(workdir))
+  mesh = sharding.create_mesh()
+  _, state = train_state.create_train_state(config, mesh, config.num_train_steps)
+  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  checkpointer = checkpointing.Checkpointer(str(workdir), config)
+  step, state, loop = checkpointer.restore_latest(train_state.abstract_like(state), iterator)
+  shutil.move(workdir / 'checkpoints', tmp_path / 'moved')
+  with pytest.raises(checkpointing.CheckpointFolderGoneError,
+                     match=rf'^The checkpoint folder {workdir}/checkpoints is gone: it was moved or deleted while '
+                           r'training ran\. Training stopped; .* run the same command to resume'):
+    checkpointer.save(step + 1, state, loop, iterator)
+  checkpointer.close()
+  assert not (workdir / 'checkpoints').exists()
+  assert sorted(p.name for p in (tmp_path / 'moved').iterdir()) == ['2', '4']
