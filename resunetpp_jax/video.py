@@ -171,13 +171,21 @@ def connected_boxes(mask: np.ndarray) -> list[list[int]]:
   """[x, y, width, height] of each 8-connected component, largest area first.
 
   x, y is the top-left pixel (column, row) in the frame's pixels; components of
-  equal area keep raster order (by their first pixel).
+  equal area keep raster order (by their first pixel). Labels only the mask's
+  bounding box, from even coordinates: OpenCV scans 2x2 blocks, so its labels
+  come in the same order as over the whole frame, at a fraction of the cost.
   """
+  mask = np.ascontiguousarray(mask, bool).view(np.uint8)
+  x, y, width, height = cv2.boundingRect(mask)
+  if not width:
+    return []
+  left, top = x - x % 2, y - y % 2
   count, _, stats, _ = cv2.connectedComponentsWithStats(
-      mask.astype(np.uint8), connectivity=8)
+      mask[top:y + height, left:x + width], connectivity=8)
   components = sorted(range(1, count),
                       key=lambda k: -stats[k, cv2.CC_STAT_AREA])
-  return [[int(v) for v in stats[k, :4]] for k in components]
+  return [[int(stats[k, 0]) + left, int(stats[k, 1]) + top, int(stats[k, 2]),
+           int(stats[k, 3])] for k in components]
 
 
 def frame_row(index: int, fps: float,
@@ -195,7 +203,8 @@ def frame_row(index: int, fps: float,
     return [index, time_s, 1, '', '', '', '']
   mask = probabilities >= inference.THRESHOLD
   boxes = connected_boxes(mask)
-  return [index, time_s, 0, int(bool(boxes)), f'{mask.mean():.6f}',
+  return [index, time_s, 0, int(bool(boxes)),
+          f'{np.count_nonzero(mask) / mask.size:.6f}',
           f'{probabilities.max():.4f}', json.dumps(boxes, separators=(',', ':'))]
 
 

@@ -30,26 +30,31 @@ def _check_pair(image: np.ndarray, mask: np.ndarray):
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
-  """The mask's pixels that touch the background (a 1-pixel outline)."""
-  eroded = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8),
+  """The pixels of a 0/1 uint8 mask that touch the background or the array's edge (a 1-pixel outline)."""
+  eroded = cv2.erode(mask, np.ones((3, 3), np.uint8),
                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
-  return mask & ~eroded.astype(bool)
+  return mask > eroded
 
 
 def _paint(image: np.ndarray, regions: Sequence[tuple[np.ndarray, tuple]]):
   """Tints each region (disjoint) with its colour and outlines it at full strength.
 
-  Computes within each region's bounding box only: a video frame's overlay
-  costs little more than a copy where the polyp is small.
+  Works within each region's bounding box (outside it the mask is empty, as
+  the edge of the box is to the outline) with OpenCV's uint8 kernels, whose
+  blend equals rounding 0.6 x + 0.4 c in float32: a 1080p video frame's
+  overlay costs little more than a copy.
   """
   result = image.copy()
   for mask, color in regions:
-    x, y, width, height = cv2.boundingRect(mask.astype(np.uint8))
+    mask = np.ascontiguousarray(mask).view(np.uint8)
+    x, y, width, height = cv2.boundingRect(mask)
+    if not width:
+      continue
     box = (slice(y, y + height), slice(x, x + width))
-    tinted = np.round((1 - _FILL_OPACITY) * image[box].astype(np.float32) +
-                      _FILL_OPACITY * np.asarray(color, np.float32))
-    np.copyto(result[box], tinted.astype(np.uint8), where=mask[box][..., None])
-    result[_boundary(mask)] = color
+    tinted = cv2.addWeighted(image[box], 1 - _FILL_OPACITY,
+                             np.full_like(image[box], color), _FILL_OPACITY, 0)
+    cv2.copyTo(tinted, mask[box], result[box])  # In place: result[box] is a view.
+    result[box][_boundary(mask[box])] = color
   return result
 
 

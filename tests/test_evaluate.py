@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 import pytest
 
 from resunetpp_jax import checkpointing
@@ -193,6 +194,20 @@ def test_overlay_tints_the_inside_and_outlines_the_edge():
   np.testing.assert_array_equal(result[1, 1], [255, 0, 0])  # Outline.
   np.testing.assert_array_equal(result[0, 0], [100, 100, 100])
   assert result.dtype == np.uint8
+
+
+def test_overlay_of_random_blobs_by_formula():
+  """Inside: 0.6 x + 0.4 c rounded; the outline (mask pixels with a background 8-neighbour or on the
+  picture's edge): c; outside: the image."""
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (30, 41, 3), np.uint8)
+  mask = ndimage.binary_opening(rng.random((30, 41)) < 0.6)
+  color = (255, 0, 255)
+  outline = mask & ~ndimage.binary_erosion(mask, np.ones((3, 3)), border_value=0)
+  expected = np.where(mask[..., None], np.round(0.6 * image + 0.4 * np.array(color)), image)
+  expected[outline] = color
+  assert outline.any() and (mask & ~outline).any() and mask[0].any()
+  np.testing.assert_array_equal(visualize.overlay(image, mask, color), expected)
 
 
 def test_error_overlay_colours_hits_misses_and_false_alarms():

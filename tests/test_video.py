@@ -149,6 +149,18 @@ def test_connected_boxes_of_a_hand_drawn_mask():
   assert video.connected_boxes(np.zeros((4, 4), bool)) == []
 
 
+@pytest.mark.parametrize('seed', range(4))
+def test_connected_boxes_of_random_blobs_agree_with_scipy(seed):
+  """Blobs at odd and even offsets with ties in area: the boxes are labelled within the mask's bounding box."""
+  rng = np.random.default_rng(seed)
+  mask = np.zeros((45, 61), bool)
+  for _ in range(12):
+    y, x = rng.integers(0, 45), rng.integers(0, 61)
+    mask[y:y + rng.integers(1, 4), x:x + rng.integers(1, 4)] = True
+  assert video.connected_boxes(mask) == _expected_boxes(mask)
+  assert len(_expected_boxes(mask)) > 3
+
+
 def test_temporal_smoothing_by_hand():
   smooth = video.TemporalSmoothing(0.5)
   maps = [np.array([[0.0, 1.0]]), np.array([[1.0, 1.0]]), np.array([[1.0, 0.0]])]
