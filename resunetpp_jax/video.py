@@ -25,12 +25,16 @@ summary lists the broken frames and the exit status is 1, as for unreadable
 images. Undecodable frames at the very end cannot be counted: the summary
 warns when fewer frames were read than the container declares.
 """
+import concurrent.futures
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from typing import Iterator, NamedTuple, Sequence
 
@@ -264,6 +268,100 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
     yield batch
 
 
+class _DecodedAhead:
+  """Iterates `items` in a background thread, one item ahead of the consumer, so that the decoder works while the
+  model runs (OpenCV releases the GIL). An exception of `items` is raised in its place; leaving the `with` block
+  stops and joins the thread, so the capture it reads can then be released."""
+
+  def __init__(self, items: Iterator):
+    self._items = items
+    self._queue = queue.Queue(maxsize=1)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._produce, name='video-decoder', daemon=True)
+
+  def _produce(self):
+    try:
+      for item in self._items:
+        if not self._put(('item', item)):
+          return
+      self._put(('end', None))
+    except BaseException as error:  # pylint: disable=broad-except
+      self._put(('error', error))
+
+  def _put(self, entry) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._queue.put(entry, timeout=0.1)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def __enter__(self) -> Iterator:
+    self._thread.start()
+    return self._consume()
+
+  def _consume(self) -> Iterator:
+    while True:
+      kind, value = self._queue.get()
+      if kind == 'end':
+        return
+      if kind == 'error':
+        raise value
+      yield value
+
+  def __exit__(self, *exc_info):
+    self._stop.set()
+    self._thread.join()
+
+
+def _render(frame: Frame, probabilities: np.ndarray | None, fps: float,
+            black: np.ndarray) -> tuple[list, np.ndarray]:
+  """A frame's CSV row and its overlay in BGR for the encoder (black for a broken frame)."""
+  if probabilities is None:
+    return frame_row(frame.index, fps, None), black
+  mask = probabilities >= inference.THRESHOLD
+  return (frame_row(frame.index, fps, probabilities),
+          cv2.cvtColor(visualize.overlay(frame.image, mask), cv2.COLOR_RGB2BGR))
+
+
+def _encode(writer: cv2.VideoWriter, pictures: Sequence[np.ndarray]):
+  for picture in pictures:
+    writer.write(picture)
+
+
+def _segment_frames(predictor: inference.Predictor, batches: Iterator[list[Frame]], fps: float,
+                    shape: tuple[int, int], tta: bool, smoother: TemporalSmoothing, rows, writer: cv2.VideoWriter,
+                    on_batch) -> tuple[int, list[int]]:
+  """Segments, renders and encodes `batches` in a pipeline; returns the frames done and the broken ones' indices.
+
+  While the model runs on one batch, the next is decoded (`_DecodedAhead`) and
+  the previous one encoded (one thread: the writer is sequential); the frames
+  of a batch are rendered in parallel. Frames stay in order; three batches of
+  decoded frames are alive at most. `on_batch(frames done)` follows each batch's CSV rows.
+  """
+  render = functools.partial(_render, fps=fps, black=np.zeros((*shape, 3), np.uint8))
+  broken, frames, encoding = [], 0, None
+  with concurrent.futures.ThreadPoolExecutor(
+      min(predictor.batch_size, os.cpu_count() or 1), 'video-render') as renderers, \
+      concurrent.futures.ThreadPoolExecutor(1, 'video-encoder') as encoder:
+    for batch in batches:
+      probabilities = iter(predictor.predict_proba(
+          [frame.image for frame in batch if frame.image is not None], tta))
+      smoothed = [None if frame.image is None else smoother(next(probabilities)) for frame in batch]  # In order.
+      rendered = list(renderers.map(render, batch, smoothed))
+      rows.writerows(row for row, _ in rendered)
+      if encoding:
+        encoding.result()  # One batch waits for the encoder at most.
+      encoding = encoder.submit(_encode, writer, [picture for _, picture in rendered])
+      broken += [frame.index for frame in batch if frame.image is None]
+      frames += len(batch)
+      on_batch(frames)
+    if encoding:
+      encoding.result()
+  return frames, broken
+
+
 def segment_video(predictor: inference.Predictor, path: str, output_dir: str,
                   *, tta: bool = False, smoothing: float = 0.0) -> VideoResult:
   """Writes the overlay video and the per-frame CSV of the video at `path`.
@@ -294,32 +392,20 @@ def segment_video(predictor: inference.Predictor, path: str, output_dir: str,
     capture.release()
     raise cli.UserError(f'Cannot write {partial_overlay}: check that'
                         f' {output_dir} is writable and has space.')
-  black = np.zeros((info.height, info.width, 3), np.uint8)
-  broken, frames = [], 0
   progress = FrameProgress(info.frame_count)
   start = time.monotonic()
   try:
-    with open(partial_csv, 'w', newline='', encoding='utf-8') as f:
+    with open(partial_csv, 'w', newline='', encoding='utf-8') as f, \
+        _DecodedAhead(_batches(read_frames(capture, info, path), predictor.batch_size)) as batches:
       rows = csv.writer(f)
       rows.writerow(CSV_COLUMNS)
-      for batch in _batches(read_frames(capture, info, path),
-                            predictor.batch_size):
-        images = [frame.image for frame in batch if frame.image is not None]
-        probabilities = iter(predictor.predict_proba(images, tta))
-        for frame in batch:
-          if frame.image is None:
-            broken.append(frame.index)
-            rows.writerow(frame_row(frame.index, info.fps, None))
-            writer.write(black)
-            continue
-          frame_probabilities = smoother(next(probabilities))
-          rows.writerow(frame_row(frame.index, info.fps, frame_probabilities))
-          mask = frame_probabilities >= inference.THRESHOLD
-          writer.write(cv2.cvtColor(visualize.overlay(frame.image, mask),
-                                    cv2.COLOR_RGB2BGR))
-        frames += len(batch)
+
+      def flush_and_report(done: int):
         f.flush()
-        progress.update(frames)
+        progress.update(done)
+
+      frames, broken = _segment_frames(predictor, batches, info.fps, (info.height, info.width), tta, smoother,
+                                       rows, writer, flush_and_report)
   finally:
     progress.close()
     capture.release()

@@ -1,18 +1,24 @@
 r"""Frames per second of `predict` on a video, the real-time factor, and where the time goes.
 
   nice -n 10 python -m scripts.bench_video --height=1080 --width=1920 --frames=32
+  python -m scripts.bench_video --height=1080 --width=1920 --frames=256 --no_network
 
 (from the repository root). Writes a synthetic video (a picture of the polyp renderer, panned, MPEG-4 at
 --fps), builds a Predictor of the full-width network (config defaults: filters 32..512, 288x384 model
 input) with random initial weights, or the model of --workdir, and times each stage of
-`video.segment_video` on its own, in milliseconds per frame: decode (read + BGR->RGB), resize to the
-model input, the model (batches of --batch_size at model size, synchronised), the probabilities resized
-back, the CSV statistics (threshold, connected components), the overlay and the encode. Then it times the
-real `video.segment_video` on the whole video: frames/s and the real-time factor (frames/s / fps). The
-first model call (the compile, or a hit of the persistent compilation cache) is timed apart. A benchmark,
-not a test.
+`video.segment_video` on its own, one after the other in one thread, in milliseconds per frame: decode
+(read + BGR->RGB), resize to the model input, the model (batches of --batch_size at model size,
+synchronised), the probabilities resized back, the CSV statistics (threshold, connected components), the
+overlay and the encode. Then it times the real `video.segment_video` on the whole video, which overlaps
+decoding, the model, rendering and encoding in threads: frames/s and the real-time factor (frames/s /
+fps). The first model call (the compile, or a hit of the persistent compilation cache) is timed apart.
+
+--no_network replaces the network by one that returns a fixed ellipse (a sixth of the picture) at once:
+what is left is the pipeline around the model, the speed it allows on an accelerator that takes no
+time. A benchmark, not a test.
 """
 import os
+import sys
 import tempfile
 import time
 
@@ -21,6 +27,7 @@ from absl import flags
 import cv2
 from flax import nnx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from resunetpp_jax import checkpointing
@@ -38,6 +45,7 @@ _FRAMES = flags.DEFINE_integer('frames', 32, 'Frames in the video.')
 _FPS = flags.DEFINE_float('fps', 30.0, 'Frame rate of the video (the real-time factor is relative to it).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 8, 'Frames per model call (predict --batch_size).')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'Use this training workdir\'s best model instead of random weights.')
+_NO_NETWORK = flags.DEFINE_bool('no_network', False, 'A fixed ellipse for the network: time the pipeline alone.')
 
 _PAN_STEP = 8  # pixels per frame
 
@@ -50,7 +58,22 @@ def _write_video(path: str, height: int, width: int, frames: int, fps: float):
   writer.release()
 
 
+class _Ellipse(nnx.Module):
+  """Stands in for the network: +-10 logits of an ellipse a sixth of the picture, whatever the input."""
+
+  def __init__(self, size: tuple[int, int]):
+    mask = np.zeros(size, np.uint8)
+    cv2.ellipse(mask, (size[1] // 2, size[0] // 2), (size[1] // 4, size[0] // 4), 0, 0, 360, 1, -1)
+    self.logits = nnx.Variable(jnp.asarray(np.where(mask, 10.0, -10.0), jnp.float32)[None, ..., None])
+
+  def __call__(self, x):
+    return [jnp.broadcast_to(self.logits[...], (*x.shape[:3], 1))]
+
+
 def _predictor() -> inference.Predictor:
+  if _NO_NETWORK.value:
+    config = default_config.get_default_config()
+    return inference.Predictor(_Ellipse(tuple(config.image_size)), config, batch_size=_BATCH_SIZE.value)
   if _WORKDIR.value:
     config = checkpointing.load_config(_WORKDIR.value)
     compilation_cache.enable(config.compilation_cache_dir)
@@ -59,6 +82,12 @@ def _predictor() -> inference.Predictor:
   compilation_cache.enable(config.compilation_cache_dir)
   model = models.create_model(config, nnx.Rngs(config.seed))
   return inference.Predictor(model, config, batch_size=_BATCH_SIZE.value)
+
+
+def _network_name() -> str:
+  if _NO_NETWORK.value:
+    return 'no network (--no_network)'
+  return '--workdir ' + _WORKDIR.value if _WORKDIR.value else 'random weights'
 
 
 def _ms_per_frame(function, items) -> tuple[list, float]:
@@ -72,9 +101,10 @@ def main(argv):
   height, width, count, fps = _HEIGHT.value, _WIDTH.value, _FRAMES.value, _FPS.value
   predictor = _predictor()
   size = tuple(predictor.config.image_size)
+  print(f'{time.strftime("%Y-%m-%d")}, python -m scripts.bench_video {" ".join(sys.argv[1:])}')
   print(f'{jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; video {width}x{height} {fps:g} fps, {count}'
         f' frames; model filters {tuple(predictor.config.filters)}, input {size[0]}x{size[1]},'
-        f' {"--workdir " + _WORKDIR.value if _WORKDIR.value else "random weights"}, batch {predictor.batch_size}')
+        f' {_network_name()}, batch {predictor.batch_size}')
   with tempfile.TemporaryDirectory() as folder:
     path = os.path.join(folder, 'bench.mp4')
     _write_video(path, height, width, count, fps)

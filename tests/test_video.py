@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import weakref
 
 from absl.testing import flagsaver
@@ -285,8 +286,38 @@ def test_frames_stream_through_without_piling_up(oracle, mp4_path, tmp_path, mon
   monkeypatch.setattr(video, 'read_frames', watched)
   video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path))
   assert len(most_alive) == NUM_FRAMES
-  # The batch being segmented and the one being filled, not the video.
-  assert max(most_alive) < 2 * oracle.batch_size < NUM_FRAMES
+  # The batch being segmented, the one decoded ahead and the one being filled, not the video.
+  assert max(most_alive) < 3 * oracle.batch_size < NUM_FRAMES
+
+
+@pytest.mark.parametrize('failing', ['decoder', 'model'])
+def test_a_failure_midway_stops_every_thread_and_keeps_the_partial_csv(failing, oracle, mp4_path, tmp_path,
+                                                                      monkeypatch):
+  """A UserError of the decoder thread (e.g. the frame size changes) reaches the caller; one of the model stops
+  the decoder. Either way no pipeline thread is left and the rows of the batches done stay in the .partial CSV."""
+  read_frames, predict_proba = video.read_frames, oracle.predict_proba
+  fail_at = 2 * oracle.batch_size + 1  # in the third batch
+
+  def frames_then_failure(*args):
+    for frame in read_frames(*args):
+      if failing == 'decoder' and frame.index == fail_at:
+        raise cli.UserError(f'frame {fail_at} fails')
+      yield frame
+
+  def predictions_then_failure(images, tta):
+    calls.append(len(images))
+    if failing == 'model' and len(calls) == 3:
+      raise cli.UserError('the model fails on the third batch')
+    return predict_proba(images, tta)
+
+  calls = []
+  monkeypatch.setattr(video, 'read_frames', frames_then_failure)
+  monkeypatch.setattr(oracle, 'predict_proba', predictions_then_failure)
+  with pytest.raises(cli.UserError, match='fails'):
+    video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path))
+  assert not [thread.name for thread in threading.enumerate() if thread.name.startswith('video-')]
+  assert [row['frame'] for row in _read_csv(tmp_path / 'pan.partial.csv')] == [
+      str(k) for k in range(2 * oracle.batch_size)]
 
 
 def test_an_unreadable_video_names_the_file(oracle, tmp_path):
