@@ -8,7 +8,7 @@ variable, named by its path in the network ('enc/0/conv/kernel', ...);
 parameters in float16 (half the size, with no measurable change in masks) and
 BatchNorm statistics in float32 (their small variances lose precision in
 float16). Its string metadata holds 'config' (the run's config as JSON: model,
-filters, image_size, ... to rebuild the network), 'step', 'format' and, for the
+filters, image_size, ... to rebuild the network; its local paths reset), 'step', 'format' and, for the
 shipped model, the model card's facts ('card': JSON of data, recipe, commit, GPU,
 minutes, and 'scores': {'NAME:SPLIT': the evaluate JSON's numbers}; the shipped-weights test reads
 scores['kvasir_seg:pranet_test']['mean_dice']). `load` checks every name and shape against the network that
@@ -34,10 +34,14 @@ from safetensors import numpy as safetensors_numpy
 
 from resunetpp_jax import checkpointing
 from resunetpp_jax import cli
+from resunetpp_jax import default_config
 
 FORMAT = 'resunetpp_jax.model/1'
 SHIPPED_WEIGHTS = importlib.resources.files('resunetpp_jax') / 'weights' / 'polyp.safetensors'
 _PARAM_DTYPE = np.float16
+# Where the training run found its data and its compilation cache, on its own machine: a model file keeps the
+# defaults instead, so that it carries no local paths (evaluate and predict take these from their own flags).
+_MACHINE_KEYS = ('manual_dirs', 'data_dir', 'compilation_cache_dir')
 
 
 def _variable_name(path: tuple) -> str:
@@ -63,7 +67,11 @@ def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str | os.Pa
         raise cli.UserError(f'{_variable_name(variable_path)} does not fit float16; the model cannot be saved '
                             'in this format.')
     tensors[_variable_name(variable_path)] = np.ascontiguousarray(value)
-  metadata = {'format': FORMAT, 'config': config.to_json_best_effort()}
+  portable = ml_collections.ConfigDict(config.to_dict())
+  defaults = default_config.get_default_config()
+  for key in _MACHINE_KEYS:
+    portable[key] = defaults[key]
+  metadata = {'format': FORMAT, 'config': portable.to_json_best_effort()}
   if step is not None:
     metadata['step'] = str(step)
   if card:
