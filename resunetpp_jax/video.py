@@ -13,7 +13,9 @@ through OpenCV's FFmpeg backend, so any codec OpenCV decodes works. It writes
                           `frame_row`).
 
 Streaming: frames are decoded, batched (predictor.batch_size), segmented and
-written as they come, so memory does not grow with the video's length. Both
+written as they come, so memory does not grow with the video's length; the
+decoder (one batch ahead), the model, the rendering (frames of a batch in
+parallel) and the encoder work at the same time, in threads. Both
 files are written under a '.partial' name and renamed when the video is done:
 an interrupted run leaves what it finished there and keeps earlier results.
 
