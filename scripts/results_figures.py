@@ -1,10 +1,12 @@
-r"""The README's Results figures: validation Dice against wall-clock minutes, and a few test predictions.
+r"""The README's Results figures: validation Dice against wall-clock minutes (or steps), and a few test predictions.
 
   python -m scripts.results_figures --run=DIR --model=resunetpp_jax/weights/polyp.safetensors \
       --images=../shared/data/Kvasir-SEG --names=NAME1,NAME2,NAME3 --output=docs/
 
 `--run` holds what scripts/device/train_polyp.sh returned: `events.out.tfevents.polyp` and `run.json`. Minutes count from
-the training process's start (`run.json`'s process_start), so compile and data preparation are in the curve.
+the training process's start (`run.json`'s process_start), so compile and data preparation are in the curve. A run
+resumed across processes (paused, preempted) has no such span: `--x=steps --run=WORKDIR/tensorboard` plots against
+the step.
 The prediction figure has one row per image: image | ground truth | prediction at the image's original size, with
 its Dice. Needs the `figures` extra (matplotlib) and tensorboard (in the `test` extra).
 """
@@ -29,18 +31,27 @@ _MODEL = flags.DEFINE_string('model', None, 'Model file (.safetensors or .onnx);
 _IMAGES = flags.DEFINE_string('images', None, 'A dataset folder with images/ and masks/.', required=True)
 _NAMES = flags.DEFINE_list('names', None, 'Image names (no extension) of test images to show.', required=True)
 _OUTPUT = flags.DEFINE_string('output', 'docs', 'Folder for the two PNG files.')
+_X_AXIS = flags.DEFINE_enum('x', 'minutes', ['minutes', 'steps'],
+                            "The curve's x axis: 'minutes' for one uninterrupted process (--run holds run.json), "
+                            "'steps' for a run resumed across processes (--run: its workdir's tensorboard/).")
 
 
-def plot_validation_dice(run_dir: str, path: str) -> list[tuple[float, float]]:
-  """Writes the curve; returns its (minutes, val Dice) points."""
-  with open(os.path.join(run_dir, 'run.json')) as f:
-    start = json.load(f)['process_start']
-  events = event_accumulator.EventAccumulator(os.path.join(run_dir, 'events.out.tfevents.polyp'))
+def plot_validation_dice(run_dir: str, path: str, x_axis: str = 'minutes') -> list[tuple[float, float]]:
+  """Writes the curve; returns its (minutes or step, val Dice) points."""
+  events = event_accumulator.EventAccumulator(run_dir)  # Every events file of the folder, in order.
   events.Reload()
-  points = [((e.wall_time - start) / 60, e.value) for e in events.Scalars('val/dice')]
+  scalars = events.Scalars('val/dice')
+  if x_axis == 'minutes':
+    with open(os.path.join(run_dir, 'run.json')) as f:
+      start = json.load(f)['process_start']
+    points = [((e.wall_time - start) / 60, e.value) for e in scalars]
+    label = 'minutes since the training process started'
+  else:
+    points = [(e.step, e.value) for e in scalars]
+    label = 'training step'
   figure, axes = pyplot.subplots(figsize=(6, 3.5))
   axes.plot(*zip(*points), marker='o')
-  axes.set_xlabel('minutes since the training process started')
+  axes.set_xlabel(label)
   axes.set_ylabel('validation Dice (carve-out, training size)')
   axes.grid(alpha=0.3)
   figure.tight_layout()
@@ -76,9 +87,10 @@ def plot_predictions(predictor: inference.Predictor, folder: str, names: list[st
 def main(argv):
   del argv
   os.makedirs(_OUTPUT.value, exist_ok=True)
-  curve = os.path.join(_OUTPUT.value, 'val_dice_vs_minutes.png')
-  points = plot_validation_dice(_RUN.value, curve)
-  print(f'{curve}: ' + ', '.join(f'{m:.1f} min {d:.3f}' for m, d in points))
+  curve = os.path.join(_OUTPUT.value, f'val_dice_vs_{_X_AXIS.value}.png')
+  points = plot_validation_dice(_RUN.value, curve, _X_AXIS.value)
+  unit = ' min' if _X_AXIS.value == 'minutes' else ''
+  print(f'{curve}: ' + ', '.join(f'{x:g}{unit} {d:.3f}' for x, d in points))
   predictor = inference.Predictor.from_flags(None, _MODEL.value)
   figure = os.path.join(_OUTPUT.value, 'predictions.png')
   scores = plot_predictions(predictor, _IMAGES.value, _NAMES.value, figure)
