@@ -13,7 +13,7 @@ overlay and the encode. Then it times the real `video.segment_video` on the whol
 decoding, the model, rendering and encoding in threads: frames/s and the real-time factor (frames/s /
 fps). The first model call (the compile, or a hit of the persistent compilation cache) is timed apart.
 
---no_network replaces the network by one that returns a fixed ellipse (a sixth of the picture) at once:
+--no_network replaces the network by one that returns a fixed ellipse (a fifth of the picture) at once:
 what is left is the pipeline around the model, the speed it allows on an accelerator that takes no
 time. A benchmark, not a test.
 """
@@ -59,7 +59,7 @@ def _write_video(path: str, height: int, width: int, frames: int, fps: float):
 
 
 class _Ellipse(nnx.Module):
-  """Stands in for the network: +-10 logits of an ellipse a sixth of the picture, whatever the input."""
+  """Stands in for the network: +-10 logits of an ellipse a fifth of the picture, whatever the input."""
 
   def __init__(self, size: tuple[int, int]):
     mask = np.zeros(size, np.uint8)
