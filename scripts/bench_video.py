@@ -1,7 +1,7 @@
 r"""Frames per second of `predict` on a video, the real-time factor, and where the time goes.
 
   nice -n 10 python -m scripts.bench_video --height=1080 --width=1920 --frames=32
-  python -m scripts.bench_video --height=1080 --width=1920 --frames=256 --no_network
+  python -m scripts.bench_video --height=1080 --width=1920 --frames=128 --no_network
 
 (from the repository root). Writes a synthetic video (a picture of the polyp renderer, panned, MPEG-4 at
 --fps), builds a Predictor of the full-width network (config defaults: filters 32..512, 288x384 model
