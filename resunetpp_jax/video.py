@@ -34,9 +34,7 @@ import functools
 import json
 import math
 import os
-import queue
 import sys
-import threading
 import time
 from typing import Iterator, NamedTuple, Sequence
 
@@ -194,20 +192,22 @@ def connected_boxes(mask: np.ndarray) -> list[list[int]]:
            int(stats[k, 3])] for k in components]
 
 
-def frame_row(index: int, fps: float,
-              probabilities: np.ndarray | None) -> list:
+def frame_row(index: int, fps: float, probabilities: np.ndarray | None,
+              mask: np.ndarray | None = None) -> list:
   """The CSV row of frame `index`, in CSV_COLUMNS order.
 
   time_s is index / fps; polyp is 1 when any pixel's probability is >= 0.5;
   foreground_fraction the share of such pixels; max_probability the highest
   probability; boxes the JSON list of `connected_boxes`, e.g.
   '[[412,230,180,150],[40,18,12,9]]' ('[]' without polyp). A broken frame
-  (probabilities None) has broken=1 and these cells empty.
+  (probabilities None) has broken=1 and these cells empty. `mask`: the
+  thresholded probabilities, when the caller has them already.
   """
   time_s = f'{index / fps:.3f}'
   if probabilities is None:
     return [index, time_s, 1, '', '', '', '']
-  mask = probabilities >= inference.THRESHOLD
+  if mask is None:
+    mask = probabilities >= inference.THRESHOLD
   boxes = connected_boxes(mask)
   return [index, time_s, 0, int(bool(boxes)),
           f'{np.count_nonzero(mask) / mask.size:.6f}',
@@ -270,60 +270,13 @@ def _batches(frames: Iterator[Frame], size: int) -> Iterator[list[Frame]]:
     yield batch
 
 
-class _DecodedAhead:
-  """Iterates `items` in a background thread, one item ahead of the consumer, so that the decoder works while the
-  model runs (OpenCV releases the GIL). An exception of `items` is raised in its place; leaving the `with` block
-  stops and joins the thread, so the capture it reads can then be released."""
-
-  def __init__(self, items: Iterator):
-    self._items = items
-    self._queue = queue.Queue(maxsize=1)
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._produce, name='video-decoder', daemon=True)
-
-  def _produce(self):
-    try:
-      for item in self._items:
-        if not self._put(('item', item)):
-          return
-      self._put(('end', None))
-    except BaseException as error:  # pylint: disable=broad-except
-      self._put(('error', error))
-
-  def _put(self, entry) -> bool:
-    while not self._stop.is_set():
-      try:
-        self._queue.put(entry, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def __enter__(self) -> Iterator:
-    self._thread.start()
-    return self._consume()
-
-  def _consume(self) -> Iterator:
-    while True:
-      kind, value = self._queue.get()
-      if kind == 'end':
-        return
-      if kind == 'error':
-        raise value
-      yield value
-
-  def __exit__(self, *exc_info):
-    self._stop.set()
-    self._thread.join()
-
-
 def _render(frame: Frame, probabilities: np.ndarray | None, fps: float,
             black: np.ndarray) -> tuple[list, np.ndarray]:
   """A frame's CSV row and its overlay in BGR for the encoder (black for a broken frame)."""
   if probabilities is None:
     return frame_row(frame.index, fps, None), black
   mask = probabilities >= inference.THRESHOLD
-  return (frame_row(frame.index, fps, probabilities),
+  return (frame_row(frame.index, fps, probabilities, mask),
           cv2.cvtColor(visualize.overlay(frame.image, mask), cv2.COLOR_RGB2BGR))
 
 
@@ -332,22 +285,26 @@ def _encode(writer: cv2.VideoWriter, pictures: Sequence[np.ndarray]):
     writer.write(picture)
 
 
-def _segment_frames(predictor: inference.Predictor, batches: Iterator[list[Frame]], fps: float,
+def _segment_frames(predictor: inference.Predictor, frames: Iterator[Frame], fps: float,
                     shape: tuple[int, int], tta: bool, smoother: TemporalSmoothing, rows, writer: cv2.VideoWriter,
                     on_batch) -> tuple[int, list[int]]:
-  """Segments, renders and encodes `batches` in a pipeline; returns the frames done and the broken ones' indices.
+  """Segments, renders and encodes `frames` in a pipeline; returns the frames done and the broken ones' indices.
 
-  While the model runs on one batch, the next is decoded (`_DecodedAhead`) and
-  the previous one encoded (one thread: the writer is sequential); the frames
-  of a batch are rendered in parallel. Frames stay in order; three batches of
-  decoded frames are alive at most. `on_batch(frames done)` follows each batch's CSV rows.
+  While the model runs on one batch, the next is decoded (OpenCV releases the
+  GIL) and the previous one encoded (one thread each: capture and writer are
+  sequential); the frames of a batch are rendered in parallel. Frames stay in
+  order; `on_batch(frames done)` follows each batch's CSV rows.
   """
   render = functools.partial(_render, fps=fps, black=np.zeros((*shape, 3), np.uint8))
-  broken, frames, encoding = [], 0, None
-  with concurrent.futures.ThreadPoolExecutor(
-      min(predictor.batch_size, os.cpu_count() or 1), 'video-render') as renderers, \
+  batches = _batches(frames, predictor.batch_size)
+  broken, done, encoding = [], 0, None
+  with concurrent.futures.ThreadPoolExecutor(1, 'video-decoder') as decoder, \
+      concurrent.futures.ThreadPoolExecutor(
+          min(predictor.batch_size, os.cpu_count() or 1), 'video-render') as renderers, \
       concurrent.futures.ThreadPoolExecutor(1, 'video-encoder') as encoder:
-    for batch in batches:
+    upcoming = decoder.submit(next, batches, None)
+    while (batch := upcoming.result()) is not None:
+      upcoming = decoder.submit(next, batches, None)
       probabilities = iter(predictor.predict_proba(
           [frame.image for frame in batch if frame.image is not None], tta))
       smoothed = [None if frame.image is None else smoother(next(probabilities)) for frame in batch]  # In order.
@@ -357,11 +314,11 @@ def _segment_frames(predictor: inference.Predictor, batches: Iterator[list[Frame
         encoding.result()  # One batch waits for the encoder at most.
       encoding = encoder.submit(_encode, writer, [picture for _, picture in rendered])
       broken += [frame.index for frame in batch if frame.image is None]
-      frames += len(batch)
-      on_batch(frames)
+      done += len(batch)
+      on_batch(done)
     if encoding:
       encoding.result()
-  return frames, broken
+  return done, broken
 
 
 def segment_video(predictor: inference.Predictor, path: str, output_dir: str,
@@ -397,8 +354,7 @@ def segment_video(predictor: inference.Predictor, path: str, output_dir: str,
   progress = FrameProgress(info.frame_count)
   start = time.monotonic()
   try:
-    with open(partial_csv, 'w', newline='', encoding='utf-8') as f, \
-        _DecodedAhead(_batches(read_frames(capture, info, path), predictor.batch_size)) as batches:
+    with open(partial_csv, 'w', newline='', encoding='utf-8') as f:
       rows = csv.writer(f)
       rows.writerow(CSV_COLUMNS)
 
@@ -406,8 +362,8 @@ def segment_video(predictor: inference.Predictor, path: str, output_dir: str,
         f.flush()
         progress.update(done)
 
-      frames, broken = _segment_frames(predictor, batches, info.fps, (info.height, info.width), tta, smoother,
-                                       rows, writer, flush_and_report)
+      frames, broken = _segment_frames(predictor, read_frames(capture, info, path), info.fps,
+                                       (info.height, info.width), tta, smoother, rows, writer, flush_and_report)
   finally:
     progress.close()
     capture.release()

@@ -77,13 +77,18 @@ def test_config_json_that_builds_another_network_names_the_file_and_the_keys(wor
       'run was trained with.')
 
 
-def test_save_is_refused_before_writing_when_the_disk_cannot_hold_the_checkpoint(workdir, monkeypatch):
+def _resumed(workdir: pathlib.Path):
+  """What a resumed run holds before its next save: checkpointer, step, train state, loop state, data iterator."""
   config = checkpointing.load_config(str(workdir))
-  mesh = sharding.create_mesh()
-  _, state = train_state.create_train_state(config, mesh, config.num_train_steps)
+  _, state = train_state.create_train_state(config, sharding.create_mesh(), config.num_train_steps)
   iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
   checkpointer = checkpointing.Checkpointer(str(workdir), config)
   step, state, loop = checkpointer.restore_latest(train_state.abstract_like(state), iterator)
+  return checkpointer, step, state, loop, iterator
+
+
+def test_save_is_refused_before_writing_when_the_disk_cannot_hold_the_checkpoint(workdir, monkeypatch):
+  checkpointer, step, state, loop, iterator = _resumed(workdir)
   needed = sum(f.stat().st_size for f in (workdir / 'checkpoints' / '4').rglob('*') if f.is_file())
   disk_usage = shutil.disk_usage
   monkeypatch.setattr(shutil, 'disk_usage', lambda path: disk_usage(path)._replace(free=needed - 1))
@@ -98,12 +103,7 @@ def test_save_is_refused_before_writing_when_the_disk_cannot_hold_the_checkpoint
 
 def test_checkpoint_folder_that_vanished_during_the_run_is_one_error(workdir, tmp_path):
   """A workdir moved or deleted while training ran (seen once, at a final save): the next save names the folder."""
-  config = checkpointing.load_config(str(workdir))
-  mesh = sharding.create_mesh()
-  _, state = train_state.create_train_state(config, mesh, config.num_train_steps)
-  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
-  checkpointer = checkpointing.Checkpointer(str(workdir), config)
-  step, state, loop = checkpointer.restore_latest(train_state.abstract_like(state), iterator)
+  checkpointer, step, state, loop, iterator = _resumed(workdir)
   shutil.move(workdir / 'checkpoints', tmp_path / 'moved')
   with pytest.raises(checkpointing.CheckpointFolderGoneError,
                      match=rf'^The checkpoint folder {workdir}/checkpoints is gone: it was moved or deleted while '
