@@ -3,7 +3,9 @@
 One `CheckpointManager` in WORKDIR/checkpoints. Every checkpoint holds four items:
 'model' (parameters and BatchNorm statistics), 'optimizer' (its state, step and
 plateau factor included), 'loop' (plateau / early-stopping bookkeeping, JSON) and
-'data' (each host's grain iterator position). Saves are asynchronous and atomic
+'data' (each host's grain iterator position); a run with `config.ema_decay > 0` adds
+'ema', the moving average of 'model' (same structure), which read-only tools restore
+in its place. Saves are asynchronous and atomic
 (orbax writes a temporary folder and renames it when complete). The preservation
 policy keeps the last `keep_checkpoints` AND the best `keep_best_checkpoints` by
 validation Dice, so a restart never deletes the best.
@@ -11,7 +13,8 @@ validation Dice, so a restart never deletes the best.
 Faults end in one `cli.UserError` each: a full disk (`DiskFullError`, checked
 before each save and caught from orbax's background writes), a config that builds
 another network than the checkpoint holds (`ConfigMismatchError`), an explicitly
-requested checkpoint that cannot be read (`UnreadableCheckpointError`). A 'best' or
+requested checkpoint that cannot be read (`UnreadableCheckpointError`), a config that
+keeps a moving average where the checkpoints have none or the reverse (`ConfigMismatchError`). A 'best' or
 'latest' one that cannot be read is skipped with one warning for the newest that
 can (training also moves it aside; read-only tools move nothing).
 """
@@ -55,7 +58,7 @@ class CheckpointFolderGoneError(cli.UserError):
 
 
 class ConfigMismatchError(cli.UserError):
-  """The config builds a network with other parameter shapes than the checkpoint's."""
+  """The config builds a network with other parameter shapes than the checkpoint's, or disagrees on the EMA."""
 
 
 class UnreadableCheckpointError(cli.UserError):
@@ -153,6 +156,8 @@ class Checkpointer:
     if not read_only:
       self._set_aside_unlistable_steps()
     self._manager = _TolerantManager(self.directory, options=options)
+    # The item inference uses; configs saved before config.ema_decay existed keep no average.
+    self._inference_item = 'ema' if config.get('ema_decay', 0.0) > 0 else 'model'
     self._bytes_needed = 0
 
   def save(self, step: int, state: dict[int, Any], loop_state: dict[str, Any],
@@ -168,6 +173,7 @@ class Checkpointer:
               optimizer=ocp.args.StandardSave(state[1]),
               loop=ocp.args.JsonSave(loop_state),
               data=grain.checkpoint.CheckpointSave(data_iterator),
+              **({'ema': ocp.args.StandardSave(state[2]['params'])} if 2 in state else {}),
           ),
           metrics=metrics,
           force=True,
@@ -227,33 +233,50 @@ class Checkpointer:
     by a kill mid-save, a corrupt file) is moved aside with a warning, never
     deleted, and the one before it is tried.
     """
+    ema = {'ema': ocp.args.StandardRestore(abstract_state[2]['params'])} if 2 in abstract_state else {}
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         restored = self._restore(
             step, abstract_state[0],
             optimizer=ocp.args.StandardRestore(abstract_state[1]),
             loop=ocp.args.JsonRestore(),
-            data=grain.checkpoint.CheckpointRestore(data_iterator))
+            data=grain.checkpoint.CheckpointRestore(data_iterator), **ema)
       except _Unreadable as unreadable:
         self._quarantine(step, unreadable.__cause__)
         continue
-      return step, {0: restored['model'], 1: restored['optimizer']}, dict(restored['loop'])
+      state = {0: restored['model'], 1: restored['optimizer']}
+      if ema:
+        state[2] = {'params': restored['ema']}
+      return step, state, dict(restored['loop'])
     return None
 
-  def _restore(self, step: int, abstract_model: dict[str, Any], **other_items: ocp.args.CheckpointArgs
-               ) -> dict[str, Any]:
-    """The model (and `other_items`) of `step`.
+  def _restore(self, step: int, abstract_model: dict[str, Any], item: str = 'model',
+               **other_items: ocp.args.CheckpointArgs) -> dict[str, Any]:
+    """The model's state from `item` ('model' or 'ema'), and `other_items`, of `step`.
 
     Raises:
-      ConfigMismatchError: the checkpoint's parameters have other shapes than the config's.
+      ConfigMismatchError: the checkpoint's parameters have other shapes than the config's, or it has a moving
+        average where the config keeps none or the reverse.
       _Unreadable: anything else went wrong (its cause says what).
     """
+    self._raise_if_other_ema(step)
     try:
       return self._manager.restore(step, args=ocp.args.Composite(
-          model=ocp.args.StandardRestore(abstract_model), **other_items))
+          **{item: ocp.args.StandardRestore(abstract_model)}, **other_items))
     except Exception as error:  # pylint: disable=broad-except
       self._raise_if_other_network(step, abstract_model)
       raise _Unreadable() from error
+
+  def _raise_if_other_ema(self, step: int):
+    has_ema = (self.directory / str(step) / 'ema').is_dir()
+    if has_ema == (self._inference_item == 'ema') or not (self.directory / str(step) / 'model').is_dir():
+      return  # Agreed, or a damaged checkpoint (no 'model' either), which _restore reports as such.
+    config_file = self.directory.parent / CONFIG_FILE
+    source = config_file if self._read_only else "this run's config"
+    raise ConfigMismatchError(
+        f'Checkpoint {step} in {self.directory} {"keeps a" if has_ema else "keeps no"} moving average of the weights '
+        f'but {source} has config.ema_decay={self._config.get("ema_decay", 0.0)!r}. Set config.ema_decay back to '
+        f'the value the run was trained with ({config_file} keeps it), or train into another --workdir.')
 
   def _raise_if_other_network(self, step: int, abstract_model: dict[str, Any]):
     try:
@@ -339,14 +362,14 @@ class Checkpointer:
     failures = []
     for candidate in candidates:
       try:
-        restored = self._restore(candidate, abstract_model)
+        restored = self._restore(candidate, abstract_model, self._inference_item)
       except _Unreadable as unreadable:
         failures.append(f'{candidate} ({_first_line(unreadable.__cause__)})')
         continue
       if failures:
         logging.warning('Checkpoint %s in %s cannot be read; using step %d, the newest that can.',
                         ', '.join(failures), self.directory, candidate)
-      nnx.replace_by_pure_dict(abstract_model_state, restored['model'])
+      nnx.replace_by_pure_dict(abstract_model_state, restored[self._inference_item])
       return candidate, abstract_model_state
     if checkpoint in ('best', 'latest'):
       raise UnreadableCheckpointError(f'No checkpoint in {self.directory} can be read: {"; ".join(failures)}.')

@@ -100,6 +100,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   _require_positive(config, 'num_classes')
   if not 0.0 <= config.bn_momentum < 1.0:
     raise ConfigError(f'config.bn_momentum={config.bn_momentum!r} must be in [0, 1).')
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ConfigError(f'config.ema_decay={config.ema_decay!r} must be in [0, 1): 0 keeps no moving average.')
   _require_positive(config, 'learning_rate')
   _require_positive(config, 'head_l2', allow_zero=True)
   _require_positive(config, 'epoch_multiplier')

@@ -1,7 +1,7 @@
 """The jitted training and evaluation steps: the code the trainer and the benchmark both run.
 
-The state is the pure-dict NNX state of (model, optimizer) (`train_state`),
-replicated over the mesh; the batch is sharded on its 'data' axis. Images
+The state is the pure-dict NNX state of (model, optimizer[, EMA]) (`train_state`),
+replicated over the mesh; evaluation and prediction use the EMA's weights when there is one; the batch is sharded on its 'data' axis. Images
 arrive as uint8 and are scaled to [0, 1] on the device (a quarter of the
 host-to-device traffic of float32).
 """
@@ -43,19 +43,21 @@ def loss_and_grads(model: nnx.Module, images: jax.Array, labels: jax.Array, *, l
 
 def train_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState, batch: dict[str, jax.Array], *,
                loss_name: str, head_l2: float) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
-  """One optimizer step; returns the new state and additive metric sums."""
-  model, optimizer = nnx.merge(graphdef, state)
+  """One optimizer step (and moving-average update); returns the new state and additive metric sums."""
+  model, optimizer, ema = train_state_lib.merge(graphdef, state)
   model.train()
   images, labels = _inputs(batch)
   (loss, (logits, per_head, l2_penalty)), grads = loss_and_grads(
       model, images, labels, loss_name=loss_name, head_l2=head_l2)
   optimizer.update(model, grads)
+  if ema is not None:
+    ema.update(model)
   sums = metrics.segmentation_sums(logits, labels)
   # Losses are per batch; summed over steps they average correctly via 'steps'.
   sums.update(loss=loss, l2_penalty=l2_penalty, steps=jnp.ones((), jnp.float32))
   for k in range(per_head.shape[0]):
     sums[f'loss_head{k}'] = per_head[k]
-  return train_state_lib.pure_state(model, optimizer), sums
+  return train_state_lib.pure_state(model, optimizer, ema), sums
 
 
 def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState,
@@ -66,8 +68,7 @@ def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState,
   validation Dice loss is computed over the whole split at once (as the training
   loss is over a whole batch), whatever the batching or number of devices.
   """
-  model, _ = nnx.merge(graphdef, state)
-  model.eval()
+  model = train_state_lib.inference_model(graphdef, state)
   images, labels = _inputs(batch)
   weights = batch['weight'].astype(jnp.float32)
   logits = model(images)
@@ -84,8 +85,7 @@ def eval_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState,
 def predict_step(graphdef: nnx.GraphDef, state: train_state_lib.TrainState,
                  batch: dict[str, jax.Array]) -> jax.Array:
   """Foreground probabilities of the last head, in inference mode."""
-  model, _ = nnx.merge(graphdef, state)
-  model.eval()
+  model = train_state_lib.inference_model(graphdef, state)
   return jax.nn.sigmoid(model(_inputs(batch)[0])[-1])
 
 

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 from jax.experimental import multihost_utils
 
 from resunetpp_jax import checkpointing
@@ -56,11 +55,11 @@ def _train_scalars(sums: dict[str, float]) -> dict[str, float]:
 
 
 def _set_lr_scale(graphdef, state, value: float, mesh) -> train_state.TrainState:
-  model, optimizer = nnx.merge(graphdef, state)
+  model, optimizer, ema = train_state.merge(graphdef, state)
   scale = optimizer_lib.plateau_scale(optimizer)
   scale.set_value(jax.make_array_from_callback((), sharding.replicated(mesh),
                                                lambda _: np.asarray(value, scale.get_value().dtype)))
-  return train_state.pure_state(model, optimizer)
+  return train_state.pure_state(model, optimizer, ema)
 
 
 def evaluate(config, validation: pipeline.Examples, state, eval_step, predict_step, mesh

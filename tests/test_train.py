@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -42,7 +44,6 @@ def _run_main(config, workdir):
 def _model_arrays(workdir) -> dict[str, np.ndarray]:
   model, step = checkpointing.restore_model(str(workdir), checkpoint='latest')
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
   leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model))
   return step, {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
 
@@ -65,7 +66,9 @@ def test_training_learns_and_logs(tiny_config, tmp_path):
   assert checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps()[-1] == 24
 
 
-def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path):
+@pytest.mark.parametrize('ema_decay', [0.0, 0.8])
+def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, ema_decay):
+  tiny_config.ema_decay = ema_decay
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   train.train_and_evaluate(tiny_config, str(straight))
 
@@ -88,6 +91,11 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path):
   assert a.keys() == b.keys()
   for name in a:
     np.testing.assert_array_equal(b[name], a[name], err_msg=name)  # Bitwise.
+  if ema_decay:  # What was restored, and compared, is the moving average, not the last weights.
+    saved = straight / 'checkpoints' / str(step_a)
+    average, last = (jax.tree.leaves(ocp.StandardCheckpointer().restore(saved / item)) for item in ('ema', 'model'))
+    assert all(np.array_equal(x, y) for x, y in zip(a.values(), average, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a.values(), last, strict=True))
 
 
 def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path, caplog):
@@ -180,6 +188,23 @@ def test_config_that_builds_another_network_is_refused_and_the_checkpoints_stay(
     train.train_and_evaluate(tiny_config, str(tmp_path))
   assert not (tmp_path / 'checkpoints_unrestorable').exists()  # Not mistaken for damage and moved aside.
   assert (tmp_path / 'config.json').read_text() == config_before
+
+
+@pytest.mark.parametrize('ema_decay', [0.0, 0.9])
+def test_resuming_with_the_moving_average_switched_is_refused_and_the_checkpoints_stay(
+    trained_workdir, tiny_config, tmp_path, ema_decay):
+  """A config with an average on checkpoints without one (trained_workdir's), and the reverse, are refused."""
+  shutil.copytree(trained_workdir, tmp_path, dirs_exist_ok=True)
+  if not ema_decay:
+    for step in (tmp_path / 'checkpoints').iterdir():
+      if step.name.isdigit():
+        shutil.copytree(step / 'model', step / 'ema')  # As a run with config.ema_decay > 0 saves.
+  tiny_config.ema_decay = ema_decay
+  with pytest.raises(checkpointing.ConfigMismatchError,
+                     match=rf"keeps {'no' if ema_decay else 'a'} moving average of the weights but this run's "
+                           rf'config has config.ema_decay={ema_decay}. Set config.ema_decay back'):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert not (tmp_path / 'checkpoints_unrestorable').exists()
 
 
 def _mount_tmpfs(path: pathlib.Path, size: str):
