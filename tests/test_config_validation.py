@@ -34,6 +34,8 @@ def test_shipped_configs_are_valid(get_config):
     ('dtype', 'float16', r"config.dtype='float16' is not one of 'float32', 'bfloat16'"),
     ('augment', 'heavy', r"config.augment='heavy' is not one of 'original', 'light', 'none'"),
     ('filters', (32,), r'config.filters=\(32,\) must be at least two'),
+    ('ema_decay', 1.0, r'config.ema_decay=1.0 must be in \[0, 1\): 0 keeps no moving average'),
+    ('ema_decay', -0.5, r'config.ema_decay=-0.5 must be in \[0, 1\)'),
     ('learning_rate', 0.0, r'config.learning_rate=0.0 must be a positive number'),
     ('plateau_factor', 1.0, r'config.plateau_factor=1.0 must be > 1'),
     ('eval_every_steps', 0, r'config.eval_every_steps=0 must be positive, or -1'),
