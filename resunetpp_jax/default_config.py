@@ -40,6 +40,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   # want less (0.9): the averages that inference uses trail the weights by ~1/(1-momentum) steps.
   c.bn_momentum = 0.99
 
+  # Initial weights: '' from scratch (seeded); 'shipped' (the package's polyp model) or a model file written by
+  # resunetpp_jax.pretrained: its parameters and BatchNorm statistics, to fine-tune (resunetpp_jax.fine_tuning).
+  c.init_from = ''
+
   # --- Loss and optimizer -------------------------------------------------
   c.loss = 'dice'  # See resunetpp_jax.losses.LOSSES for the names.
   c.head_l2 = 1e-4  # L2 penalty on the supervision heads' kernels (Keras' l2(1e-4)).

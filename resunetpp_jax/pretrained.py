@@ -41,14 +41,14 @@ SHIPPED_WEIGHTS = importlib.resources.files('resunetpp_jax') / 'weights' / 'poly
 _PARAM_DTYPE = np.float16
 # Where the training run found its data and its compilation cache, on its own machine: a model file keeps the
 # defaults instead, so that it carries no local paths (evaluate and predict take these from their own flags).
-_MACHINE_KEYS = ('manual_dirs', 'data_dir', 'compilation_cache_dir')
+_MACHINE_KEYS = ('manual_dirs', 'data_dir', 'compilation_cache_dir', 'init_from')
 
 
 def _variable_name(path: tuple) -> str:
   return '/'.join(str(part) for part in path)
 
 
-def _config_from_json(text: str) -> ml_collections.ConfigDict:
+def config_from_json(text: str) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(json.loads(text))
   config.image_size = tuple(config.image_size)
   config.filters = tuple(config.filters)
@@ -114,7 +114,7 @@ def load(path: str | os.PathLike | None = None) -> tuple[nnx.Module, ml_collecti
   if metadata.get('format') != FORMAT:
     raise cli.UserError(f'{path} is not a resunetpp_jax model file (format {metadata.get("format")!r}, '
                         f'expected {FORMAT!r}).')
-  config = _config_from_json(metadata['config'])
+  config = config_from_json(metadata['config'])
   abstract = nnx.eval_shape(lambda: models.create_model(config, nnx.Rngs(config.seed)))
   graphdef, abstract_state = nnx.split(abstract)
   flat = nnx.to_flat_state(abstract_state)

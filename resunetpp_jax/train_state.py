@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from resunetpp_jax import fine_tuning
 from resunetpp_jax import optimizer as optimizer_lib
 from resunetpp_jax import sharding
 from resunetpp_jax.models import initialization
@@ -45,8 +46,11 @@ def inference_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
 
 def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int
                        ) -> tuple[nnx.GraphDef, TrainState]:
-  """Initial weights from the host (the same on every host, given the seed), replicated on `mesh`."""
+  """Initial weights from the host (the same on every host, given the seed or config.init_from), replicated on
+  `mesh`."""
   model = initialization.create_initialized_model(config)
+  if config.init_from:
+    fine_tuning.load_into(model, config)
   tx = optimizer_lib.create_optimizer(config, total_steps)
   # Under jit: run eagerly, optax's init is ~900 tiny computations, each compiled on the spot (5.3 s here, 2.3 s
   # as one jitted function); the values are the same.

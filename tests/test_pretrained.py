@@ -34,14 +34,15 @@ def _variables(model):
 def test_round_trip_keeps_statistics_exactly_and_parameters_to_float16(tiny_model, tiny_config, tmp_path):
   path = tmp_path / 'model.safetensors'
   card = {'data': 'synthetic', 'scores': {'dice': 0.5}}
+  tiny_config.init_from = '/home/someone/start.safetensors'
   pretrained.save(tiny_model, tiny_config, path, step=7, card=card)
   loaded, config, metadata = pretrained.load(path)
   assert tuple(config.filters) == tuple(tiny_config.filters)
   assert tuple(config.image_size) == tuple(tiny_config.image_size)
   assert metadata['step'] == '7' and json.loads(metadata['card']) == card
   assert tiny_config.data_dir and tiny_config.compilation_cache_dir.startswith('/')  # This machine's paths,
-  assert (config.data_dir, config.manual_dirs, config.compilation_cache_dir) == (  # not kept in the file.
-      '', '', '~/.cache/resunetpp_jax/xla')
+  assert (config.data_dir, config.manual_dirs, config.compilation_cache_dir, config.init_from) == (  # not kept.
+      '', '', '~/.cache/resunetpp_jax/xla', '')
   before, after = _variables(tiny_model), _variables(loaded)
   assert before.keys() == after.keys()
   for name, (kind, value) in before.items():
