@@ -5,16 +5,16 @@ One `CheckpointManager` in WORKDIR/checkpoints. Every checkpoint holds four item
 plateau factor included), 'loop' (plateau / early-stopping bookkeeping, JSON) and
 'data' (each host's grain iterator position); a run with `config.ema_decay > 0` adds
 'ema', the moving average of 'model' (same structure), which read-only tools restore
-in its place. Saves are asynchronous and atomic
-(orbax writes a temporary folder and renames it when complete). The preservation
+in its place. Saves are asynchronous and atomic (orbax writes a temporary folder
+and renames it when complete). The preservation
 policy keeps the last `keep_checkpoints` AND the best `keep_best_checkpoints` by
 validation Dice, so a restart never deletes the best.
 
 Faults end in one `cli.UserError` each: a full disk (`DiskFullError`, checked
 before each save and caught from orbax's background writes), a config that builds
-another network than the checkpoint holds (`ConfigMismatchError`), an explicitly
-requested checkpoint that cannot be read (`UnreadableCheckpointError`), a config that
-keeps a moving average where the checkpoints have none or the reverse (`ConfigMismatchError`). A 'best' or
+another network than the checkpoint holds, or keeps a moving average where the
+checkpoints have none or the reverse (`ConfigMismatchError`), an explicitly
+requested checkpoint that cannot be read (`UnreadableCheckpointError`). A 'best' or
 'latest' one that cannot be read is skipped with one warning for the newest that
 can (training also moves it aside; read-only tools move nothing).
 """

@@ -1,9 +1,10 @@
 """The jitted training and evaluation steps: the code the trainer and the benchmark both run.
 
 The state is the pure-dict NNX state of (model, optimizer[, EMA]) (`train_state`),
-replicated over the mesh; evaluation and prediction use the EMA's weights when there is one; the batch is sharded on its 'data' axis. Images
-arrive as uint8 and are scaled to [0, 1] on the device (a quarter of the
-host-to-device traffic of float32).
+replicated over the mesh; evaluation and prediction run the EMA's weights when the
+state has them. The batch is sharded on its 'data' axis. Images arrive as uint8
+and are scaled to [0, 1] on the device (a quarter of the host-to-device traffic
+of float32).
 """
 import functools
 from typing import Any
