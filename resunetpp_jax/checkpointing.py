@@ -6,9 +6,9 @@ plateau factor included), 'loop' (plateau / early-stopping bookkeeping, JSON) an
 'data' (each host's grain iterator position); a run with `config.ema_decay > 0` adds
 'ema', the moving average of 'model' (same structure), which read-only tools restore
 in its place. Saves are asynchronous and atomic (orbax writes a temporary folder
-and renames it when complete). The preservation
-policy keeps the last `keep_checkpoints` AND the best `keep_best_checkpoints` by
-validation Dice, so a restart never deletes the best.
+and renames it when complete). The preservation policy keeps the last
+`keep_checkpoints` AND the best `keep_best_checkpoints` by validation Dice, so a
+restart never deletes the best.
 
 Faults end in one `cli.UserError` each: a full disk (`DiskFullError`, checked
 before each save and caught from orbax's background writes), a config that builds
