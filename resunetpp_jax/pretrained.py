@@ -41,7 +41,7 @@ SHIPPED_WEIGHTS = importlib.resources.files('resunetpp_jax') / 'weights' / 'poly
 _PARAM_DTYPE = np.float16
 # Where the training run found its data and its compilation cache, on its own machine: a model file keeps the
 # defaults instead, so that it carries no local paths (evaluate and predict take these from their own flags).
-_MACHINE_KEYS = ('manual_dirs', 'data_dir', 'compilation_cache_dir', 'init_from')
+_MACHINE_KEYS = ('manual_dirs', 'data_dir', 'compilation_cache_dir')
 
 
 def _variable_name(path: tuple) -> str:
@@ -71,6 +71,8 @@ def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str | os.Pa
   defaults = default_config.get_default_config()
   for key in _MACHINE_KEYS:
     portable[key] = defaults[key]
+  if config.get('init_from'):  # Which model it was fine-tuned from, by file name: provenance without a local path.
+    portable.init_from = os.path.basename(config.init_from)
   metadata = {'format': FORMAT, 'config': portable.to_json_best_effort()}
   if step is not None:
     metadata['step'] = str(step)
