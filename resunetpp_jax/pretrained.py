@@ -8,8 +8,8 @@ variable, named by its path in the network ('enc/0/conv/kernel', ...);
 parameters in float16 (half the size, with no measurable change in masks) and
 BatchNorm statistics in float32 (their small variances lose precision in
 float16). Its string metadata holds 'config' (the run's config as JSON: model,
-filters, image_size, ... to rebuild the network; its local paths reset, init_from kept by file name), 'step', 'format' and, for the
-shipped model, the model card's facts ('card': JSON of data, recipe, commit, GPU,
+filters, image_size, ... to rebuild the network; its local paths reset, init_from
+kept by file name), 'step', 'format' and, for the shipped model, the model card's facts ('card': JSON of data, recipe, commit, GPU,
 minutes, and 'scores': {'NAME:SPLIT': the evaluate JSON's numbers}; the shipped-weights test reads
 scores['kvasir_seg:pranet_test']['mean_dice']). `load` checks every name and shape against the network that
 config builds, so a file and a config that disagree fail with one message naming

@@ -23,7 +23,6 @@ from resunetpp_jax.models import initialization
 
 # {0: model state, 1: optimizer state[, 2: EMA state]}: `nnx.to_pure_dict` of `nnx.state((model, optimizer[, ema]))`.
 TrainState = dict[int, Any]
-EMA = 2
 
 
 def pure_state(model: nnx.Module, optimizer: nnx.Optimizer, ema: nnx.EMA | None = None) -> TrainState:
