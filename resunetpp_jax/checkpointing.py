@@ -41,7 +41,7 @@ from resunetpp_jax import cli
 BEST_METRIC = 'val_dice'
 CONFIG_FILE = 'config.json'
 # The config keys that set the shapes of the model's parameters (models.create_model).
-_SHAPE_KEYS = ('filters', 'num_classes', 'deep_supervision')
+SHAPE_KEYS = ('filters', 'num_classes', 'deep_supervision')
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -289,7 +289,7 @@ class Checkpointer:
       return
     key = differing[0]
     config_file = self.directory.parent / CONFIG_FILE
-    settings = ', '.join(f'{name}={self._config[name]!r}' for name in _SHAPE_KEYS)
+    settings = ', '.join(f'{name}={self._config[name]!r}' for name in SHAPE_KEYS)
     source = config_file if self._read_only else "this run's config"
     advice = (f'Set them in {config_file} back to the values the run was trained with.' if self._read_only else
               f'Train with the values it was trained with ({config_file} keeps them), or into another --workdir.')

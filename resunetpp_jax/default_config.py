@@ -4,6 +4,8 @@ Config files in `configs/` start from `get_default_config()` and override what
 their recipe changes; `config_validation.validate` checks the result before
 anything is built or compiled.
 """
+import json
+
 import ml_collections
 
 
@@ -75,3 +77,11 @@ def get_default_config() -> ml_collections.ConfigDict:
   # --- Runtime -------------------------------------------------------------
   c.compilation_cache_dir = '~/.cache/resunetpp_jax/xla'  # '' disables the persistent cache.
   return c
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """A saved config (a model file's metadata) over the defaults: keys added since it was saved read as their
+  defaults, and JSON's lists become the defaults' tuples again."""
+  config = get_default_config()
+  config.update(json.loads(text))
+  return config

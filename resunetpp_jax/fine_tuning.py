@@ -12,12 +12,14 @@ import pathlib
 import ml_collections
 from flax import nnx
 
+from resunetpp_jax import checkpointing
 from resunetpp_jax import config_validation
+from resunetpp_jax import default_config
 from resunetpp_jax import pretrained
 
 SHIPPED = 'shipped'
 # The config keys that must agree: they set the network's variables and how they connect.
-_NETWORK_KEYS = ('model', 'filters', 'num_classes', 'deep_supervision')
+_NETWORK_KEYS = ('model', *checkpointing.SHAPE_KEYS)
 
 
 def model_file(config: ml_collections.ConfigDict) -> pathlib.Path:
@@ -34,22 +36,17 @@ def check(config: ml_collections.ConfigDict):
         f"resunetpp_jax.pretrained, '{SHIPPED}' for the package's model, or '' to train from scratch.")
   try:
     metadata = pretrained.read_metadata(path)
-    theirs = pretrained.config_from_json(metadata['config'])
+    theirs = default_config.from_json(metadata['config'])
   except (OSError, ValueError, KeyError) as error:
     raise config_validation.ConfigError(
         f'config.init_from={config.init_from!r}: {path} is not a resunetpp_jax model file ({error!r}).') from error
-  differing = [key for key in _NETWORK_KEYS if _comparable(theirs.get(key)) != _comparable(config[key])]
+  differing = [key for key in _NETWORK_KEYS if theirs[key] != config[key]]
   if differing:
-    describe = lambda values: ', '.join(f'{key}={_comparable(values.get(key))!r}' for key in differing)
+    describe = lambda values: ', '.join(f'{key}={values[key]!r}' for key in differing)
     raise config_validation.ConfigError(
         f'config.init_from={config.init_from!r}: {path} holds another network ({describe(theirs)}) than the '
         f"config builds ({describe(config)}). Set those keys to the file's values (e.g. --config.filters) to "
         'fine-tune it.')
-
-
-def _comparable(value):
-  """JSON gives lists where configs hold tuples."""
-  return tuple(value) if isinstance(value, list) else value
 
 
 def load_into(model: nnx.Module, config: ml_collections.ConfigDict) -> None:

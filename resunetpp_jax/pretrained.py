@@ -48,13 +48,6 @@ def _variable_name(path: tuple) -> str:
   return '/'.join(str(part) for part in path)
 
 
-def config_from_json(text: str) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict(json.loads(text))
-  config.image_size = tuple(config.image_size)
-  config.filters = tuple(config.filters)
-  return config
-
-
 def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str | os.PathLike, *,
          step: int | None = None, card: dict[str, Any] | None = None) -> None:
   """Writes `model` (its parameters and BatchNorm statistics) and `config` to a model file at `path`."""
@@ -116,7 +109,7 @@ def load(path: str | os.PathLike | None = None) -> tuple[nnx.Module, ml_collecti
   if metadata.get('format') != FORMAT:
     raise cli.UserError(f'{path} is not a resunetpp_jax model file (format {metadata.get("format")!r}, '
                         f'expected {FORMAT!r}).')
-  config = config_from_json(metadata['config'])
+  config = default_config.from_json(metadata['config'])
   abstract = nnx.eval_shape(lambda: models.create_model(config, nnx.Rngs(config.seed)))
   graphdef, abstract_state = nnx.split(abstract)
   flat = nnx.to_flat_state(abstract_state)

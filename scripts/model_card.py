@@ -17,7 +17,6 @@ import subprocess
 from absl import flags
 
 from resunetpp_jax import cli
-from resunetpp_jax import default_config
 from resunetpp_jax import pretrained
 
 _MODEL = flags.DEFINE_string('model', None, 'The model file (.safetensors) to write the card into.',
@@ -49,8 +48,7 @@ def write_card(model_path: str, eval_dir: str, machine: str, minutes: float, not
                         'that score. Run evaluate with --datasets=kvasir_seg:pranet_test first.')
   commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                           check=False).stdout.strip()
-  defaults = default_config.get_default_config()  # For the keys a file older than them lacks.
-  recipe = {key: config.get(key, defaults[key]) for key in (
+  recipe = {key: config[key] for key in (
       'model', 'filters', 'image_size', 'train_data', 'validation_fraction', 'init_from', 'batch_size',
       'num_epochs', 'num_train_steps', 'optimizer', 'learning_rate', 'schedule', 'warmup_steps', 'dtype',
       'bn_momentum', 'ema_decay', 'loss', 'augment', 'seed')}

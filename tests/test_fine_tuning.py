@@ -5,6 +5,7 @@ import pytest
 
 from resunetpp_jax import checkpointing
 from resunetpp_jax import config_validation
+from resunetpp_jax import default_config
 from resunetpp_jax import pretrained
 from resunetpp_jax import sharding
 from resunetpp_jax import train_state
@@ -60,7 +61,7 @@ def test_a_file_of_another_network_or_no_file_is_one_config_error(model_file, ti
 
 
 def test_the_shipped_model_is_a_valid_start_for_its_own_network(tiny_config):
-  shipped = pretrained.config_from_json(pretrained.read_metadata(pretrained.SHIPPED_WEIGHTS)['config'])
+  shipped = default_config.from_json(pretrained.read_metadata(pretrained.SHIPPED_WEIGHTS)['config'])
   tiny_config.update({key: shipped[key] for key in ('model', 'filters', 'num_classes', 'deep_supervision')})
   tiny_config.image_size = (64, 64)
   tiny_config.init_from = 'shipped'
