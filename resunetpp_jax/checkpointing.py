@@ -231,9 +231,10 @@ class Checkpointer:
 
     A checkpoint that fails to restore (a step folder left without its metadata
     by a kill mid-save, a corrupt file) is moved aside with a warning, never
-    deleted, and the one before it is tried.
+    deleted, and the one before it is tried. `data_iterator` is left where it was unless one restores.
     """
     ema = {'ema': ocp.args.StandardRestore(abstract_state[2]['params'])} if 2 in abstract_state else {}
+    data_start = data_iterator.get_state()
     for step in sorted(self._manager.all_steps(), reverse=True):
       try:
         restored = self._restore(
@@ -242,6 +243,7 @@ class Checkpointer:
             loop=ocp.args.JsonRestore(),
             data=grain.checkpoint.CheckpointRestore(data_iterator), **ema)
       except _Unreadable as unreadable:
+        data_iterator.set_state(data_start)  # Its data item may have restored before another item failed.
         self._quarantine(step, unreadable.__cause__)
         continue
       state = {0: restored['model'], 1: restored['optimizer']}

@@ -118,9 +118,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
                       'divided by it).')
   if config.num_train_steps <= 0 and config.num_epochs <= 0:
     raise ConfigError('config.num_epochs or config.num_train_steps must be positive.')
-  if config.init_from:
-    from resunetpp_jax import fine_tuning  # pylint: disable=import-outside-toplevel (it imports this module)
-    fine_tuning.check(config)
   if config.eval_every_steps == 0 or config.eval_every_steps < -1:
     raise ConfigError(f'config.eval_every_steps={config.eval_every_steps} must be positive, or -1 for once '
                       'per epoch.')

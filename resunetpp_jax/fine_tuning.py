@@ -50,6 +50,7 @@ def check(config: ml_collections.ConfigDict):
 
 
 def load_into(model: nnx.Module, config: ml_collections.ConfigDict) -> None:
-  """Replaces `model`'s parameters and BatchNorm statistics with config.init_from's."""
+  """Replaces `model`'s parameters and BatchNorm statistics with config.init_from's (ConfigError if it has none)."""
+  check(config)
   trained, _, _ = pretrained.load(model_file(config))
   nnx.update(model, nnx.state(trained))

@@ -14,17 +14,20 @@ import signal
 import time
 from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from resunetpp_jax import checkpointing
 from resunetpp_jax import cli
 from resunetpp_jax import compilation_cache
 from resunetpp_jax import config_validation
+from resunetpp_jax import fine_tuning
 from resunetpp_jax import metrics as metrics_lib
 from resunetpp_jax import monitoring
 from resunetpp_jax import optimizer as optimizer_lib
@@ -183,6 +186,25 @@ class _Boundaries:
     return state, eval_scalars, stop
 
 
+def _start_or_resume(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int,
+                     checkpointer: checkpointing.Checkpointer, train_iter: grain.DatasetIterator
+                     ) -> tuple[nnx.GraphDef, train_state.TrainState, int, plateau.PlateauState]:
+  """(graphdef, state, step, plateau state) of the newest checkpoint that restores, else of a fresh start.
+
+  Only a fresh start reads config.init_from, so a fine-tuning run resumes without its initial model file.
+  """
+  resuming = bool(checkpointer.all_steps())
+  graphdef, state = train_state.create_train_state(config, mesh, total_steps, read_init_from=not resuming)
+  restored = checkpointer.restore_latest(train_state.abstract_like(state), train_iter)
+  if restored is not None:
+    step, state, loop_json = restored
+    logging.info('Resumed from step %d of %s.', step, checkpointer.directory)
+    return graphdef, state, step, plateau.PlateauState.from_json(loop_json['plateau'])
+  if resuming and config.init_from:  # Every checkpoint was set aside as unrestorable: a fresh start after all.
+    graphdef, state = train_state.create_train_state(config, mesh, total_steps)
+  return graphdef, state, 0, plateau.PlateauState()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming if `workdir` holds checkpoints) and returns the last metrics.
 
@@ -199,6 +221,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   compilation_cache.enable(config.compilation_cache_dir)
   mesh = sharding.create_mesh()
   is_chief = jax.process_index() == 0
+  checkpointer = checkpointing.Checkpointer(workdir, config)
+  if config.init_from and not checkpointer.all_steps():  # Before preparing data: a wrong file fails in seconds.
+    fine_tuning.check(config)
 
   # Process 0 prepares first, so hosts that share a data_dir never race to write it.
   if is_chief:
@@ -214,17 +239,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps
 
-  graphdef, state = train_state.create_train_state(config, mesh, total_steps)
   train_iter = pipeline.make_train_iterator(config, process_index=jax.process_index(),
                                             process_count=jax.process_count())
-  checkpointer = checkpointing.Checkpointer(workdir, config)
-  restored = checkpointer.restore_latest(train_state.abstract_like(state), train_iter)
-  if restored is None:
-    step, loop = 0, plateau.PlateauState()
-  else:
-    step, state, loop_json = restored
-    loop = plateau.PlateauState.from_json(loop_json['plateau'])
-    logging.info('Resumed from step %d of %s.', step, checkpointer.directory)
+  graphdef, state, step, loop = _start_or_resume(config, mesh, total_steps, checkpointer, train_iter)
   # After the restore: a config refused for not matching the checkpoints leaves the run's own in place.
   checkpointing.save_config(workdir, config)
 

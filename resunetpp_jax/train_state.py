@@ -43,12 +43,12 @@ def inference_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
   return model
 
 
-def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int
-                       ) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, total_steps: int, *,
+                       read_init_from: bool = True) -> tuple[nnx.GraphDef, TrainState]:
   """Initial weights from the host (the same on every host, given the seed or config.init_from), replicated on
-  `mesh`."""
+  `mesh`. Without `read_init_from` the seed's weights stand in for the file's: the shapes a restore needs."""
   model = initialization.create_initialized_model(config)
-  if config.init_from:
+  if config.init_from and read_init_from:
     fine_tuning.load_into(model, config)
   tx = optimizer_lib.create_optimizer(config, total_steps)
   # Under jit: run eagerly, optax's init is ~900 tiny computations, each compiled on the spot (5.3 s here, 2.3 s

@@ -1,14 +1,22 @@
-"""config.init_from: a run that starts from a model file's weights (fine-tuning) and the errors that guard it."""
+"""config.init_from: a run that starts from a model file's weights (fine-tuning), resumes without it, and the errors
+that guard it."""
+import shutil
+
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from resunetpp_jax import checkpointing
 from resunetpp_jax import config_validation
 from resunetpp_jax import default_config
+from resunetpp_jax import fine_tuning
 from resunetpp_jax import pretrained
 from resunetpp_jax import sharding
+from resunetpp_jax import train
 from resunetpp_jax import train_state
+
+from conftest import truncate_files  # pylint: disable=g-bad-import-order
 
 
 @pytest.fixture
@@ -57,7 +65,8 @@ def test_a_file_of_another_network_or_no_file_is_one_config_error(model_file, ti
                                            not_a_model=tmp_path / 'not_a_model.safetensors')
   tiny_config.update(overrides)
   with pytest.raises(config_validation.ConfigError, match=message):
-    config_validation.validate(tiny_config, num_devices=1)
+    train.train_and_evaluate(tiny_config, str(tmp_path / 'run'))
+  assert not list((tmp_path / 'run' / 'checkpoints').iterdir())
 
 
 def test_the_shipped_model_is_a_valid_start_for_its_own_network(tiny_config):
@@ -65,4 +74,34 @@ def test_the_shipped_model_is_a_valid_start_for_its_own_network(tiny_config):
   tiny_config.update({key: shipped[key] for key in ('model', 'filters', 'num_classes', 'deep_supervision')})
   tiny_config.image_size = (64, 64)
   tiny_config.init_from = 'shipped'
-  config_validation.validate(tiny_config, num_devices=1)
+  fine_tuning.check(tiny_config)
+
+
+def _model_leaves(workdir) -> list[np.ndarray]:
+  model, step = checkpointing.restore_model(str(workdir), checkpoint='latest')
+  return step, [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model))]
+
+
+def test_a_run_resumes_without_its_initial_file_and_restarts_from_it_when_no_checkpoint_restores(
+    model_file, tiny_config, tmp_path):
+  tiny_config.init_from = str(model_file)
+  tiny_config.eval_every_steps = tiny_config.checkpoint_every_steps = 4
+  tiny_config.num_train_steps = 8
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  kept = tmp_path / 'kept.safetensors'
+  shutil.move(model_file, kept)  # Resuming needs the checkpoint, not the file.
+  tiny_config.num_train_steps = 12
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  step, resumed = _model_leaves(tmp_path)
+  assert step == 12
+
+  shutil.move(kept, model_file)
+  for checkpoint in (tmp_path / 'checkpoints').iterdir():  # Listed but unrestorable: all set aside, a fresh start ...
+    if checkpoint.name.isdigit():
+      truncate_files(checkpoint / 'model')
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert len(list((tmp_path / 'checkpoints_unrestorable').iterdir())) == 3
+  step, straight = _model_leaves(tmp_path)
+  assert step == 12
+  for a, b in zip(resumed, straight, strict=True):  # ... from the file again (not the seed), equal to the resumed run.
+    np.testing.assert_array_equal(a, b)

@@ -20,7 +20,7 @@ from resunetpp_jax import checkpointing
 from resunetpp_jax import train
 from resunetpp_jax import workdir_lock
 
-from conftest import damage_checkpoint  # pylint: disable=g-bad-import-order
+from conftest import damage_checkpoint, truncate_files  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -98,16 +98,22 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, 
     assert not all(np.array_equal(x, y) for x, y in zip(a.values(), last, strict=True))
 
 
-def test_unrestorable_latest_checkpoint_is_set_aside(tiny_config, tmp_path, caplog):
+@pytest.mark.parametrize('damaged', ['latest', 'every model item'])
+def test_unrestorable_checkpoints_are_set_aside(tiny_config, tmp_path, caplog, damaged):
   train.train_and_evaluate(tiny_config, str(tmp_path))
   _, expected = _model_arrays(tmp_path)
-  latest = tmp_path / 'checkpoints' / str(tiny_config.num_train_steps)
-  damage_checkpoint(latest)
+  steps = checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps()
+  if damaged == 'latest':
+    damage_checkpoint(tmp_path / 'checkpoints' / str(steps[-1]))
+  else:  # Each one's data item restores, then its model fails: the fresh start must not keep a data position.
+    for step in steps:
+      truncate_files(tmp_path / 'checkpoints' / str(step) / 'model')
   train.train_and_evaluate(tiny_config, str(tmp_path))
   assert any('cannot be restored' in record.getMessage() for record in caplog.records)
-  assert (tmp_path / 'checkpoints_unrestorable').is_dir()  # Moved aside, not deleted.
+  set_aside = list((tmp_path / 'checkpoints_unrestorable').iterdir())  # Moved aside, not deleted.
+  assert len(set_aside) == (1 if damaged == 'latest' else len(steps))
   _, retrained = _model_arrays(tmp_path)
-  for name in expected:  # Redoing the last steps from the previous checkpoint gives the same model.
+  for name in expected:  # Redoing the steps from the previous checkpoint, or from scratch, gives the same model.
     np.testing.assert_array_equal(retrained[name], expected[name], err_msg=name)
 
 
