@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -206,6 +207,17 @@ def test_missing_manual_dir_explains_download_and_layout(tmp_path):
     builders.prepare('folder_pairs', str(tmp_path / 'tfds'), '')
   with pytest.raises(ValueError, match='choose one of'):
     builders.prepare('imagenet', str(tmp_path / 'tfds'), '')
+
+
+def test_preparing_leaves_nothing_in_the_temporary_folder(tmp_path, monkeypatch):
+  temporary = tmp_path / 'tmp'
+  temporary.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(temporary))
+  builder = builders.prepare('folder_pairs', str(tmp_path / 'tfds'), str(_folder(tmp_path / 'pairs', 4)))
+  assert builder.info.splits[ALL].num_examples == 4
+  with pytest.raises(paired_folders.DatasetFolderError):  # A builder made, then refused: not prepared.
+    builders.prepare('kvasir_seg', str(tmp_path / 'tfds'), '')
+  assert not list(temporary.iterdir())
 
 
 def test_folder_pairs_keeps_each_folder_apart(tmp_path):

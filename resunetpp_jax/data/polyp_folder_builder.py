@@ -99,9 +99,9 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
         cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
+    return features.dataset_info(
+        self,
         description=self.__doc__,
-        features=features.polyp_features(),
         homepage=self.HOMEPAGE,
         metadata=tfds.core.MetadataDict(),
         # Stored in generation (sorted-name) order; the pipeline shuffles.

@@ -31,9 +31,9 @@ class SyntheticPolyps(tfds.core.GeneratorBasedBuilder):
   }
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
+    return features.dataset_info(
+        self,
         description=__doc__,
-        features=features.polyp_features(),
         # Stored in generation (sorted-name) order; the pipeline shuffles.
         disable_shuffling=True,
     )
