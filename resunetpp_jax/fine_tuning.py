@@ -4,7 +4,7 @@ on one's own endoscopy data.
 The model file (`resunetpp_jax.pretrained`'s format; 'shipped' names the package's) gives the initial parameters
 and BatchNorm statistics; the optimizer, its schedule and the data position start fresh. Its network (model,
 filters, num_classes, deep_supervision) must be the one the config builds; image size, loss, recipe and data may
-differ.
+differ. Only a fresh start reads the file: a resumed run takes everything from its checkpoint.
 """
 import os
 import pathlib
