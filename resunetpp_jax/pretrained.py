@@ -3,17 +3,15 @@ r"""The trained model shipped inside the package, and the file format that carri
   python -m resunetpp_jax.pretrained --workdir=WORKDIR [--checkpoint=latest] \
       --output=model.safetensors [--card=card.json]
 
-A model file is a safetensors file (no pickle, no code): one tensor per model
-variable, named by its path in the network ('enc/0/conv/kernel', ...);
-parameters in float16 (half the size, with no measurable change in masks) and
-BatchNorm statistics in float32 (their small variances lose precision in
-float16). Its string metadata holds 'config' (the run's config as JSON: model,
-filters, image_size, ... to rebuild the network; its local paths reset, init_from
-kept by file name), 'step', 'format' and, for the shipped model, the model card's facts ('card': JSON of data, recipe, commit, GPU,
-minutes, and 'scores': {'NAME:SPLIT': the evaluate JSON's numbers}; the shipped-weights test reads
-scores['kvasir_seg:pranet_test']['mean_dice']). `load` checks every name and shape against the network that
-config builds, so a file and a config that disagree fail with one message naming
-the file and the first mismatch.
+A model file is a safetensors file (no pickle, no code): one tensor per model variable, named by its path in the
+network ('enc/0/conv/kernel', ...); parameters in float16 (half the size, with no measurable change in masks) and
+BatchNorm statistics in float32 (their small variances lose precision in float16). Its string metadata holds
+'config' (the run's config as JSON: model, filters, image_size, ... to rebuild the network; its local paths reset,
+init_from kept by file name), 'step', 'format' and, for the shipped model, the model card's facts ('card': JSON of
+data, recipe, commit, GPU, minutes, and 'scores': {'NAME:SPLIT': the evaluate JSON's numbers}; the shipped-weights
+test reads scores['kvasir_seg:pranet_test']['mean_dice']). `load` checks every name and shape against the network
+that config builds, so a file and a config that disagree fail with one message naming the file and the first
+mismatch.
 
 `inference.Predictor.pretrained()`, `predict` and `evaluate` without --workdir,
 and `export` by default all read `SHIPPED_WEIGHTS`.
