@@ -1,4 +1,5 @@
 """The model file format (safetensors, float16 parameters), its model card and the shipped model."""
+import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from resunetpp_jax import inference
 from resunetpp_jax import pretrained
 from resunetpp_jax.models import initialization
 from scripts import model_card
+from scripts.device import join_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -178,3 +180,39 @@ def test_model_card_script_refuses_scores_without_the_kvasir_test_set(tiny_model
   with pytest.raises(cli.UserError, match='kvasir_seg-pranet_test.json'):
     model_card.write_card(str(path), str(tmp_path), 'x', 1.0)
   assert path.read_bytes() == before  # Nothing on disk is lost.
+
+
+def _split_as_the_gpu_call_does(model_file, parts_dir, name, size):
+  """What scripts/device/train_polyp.sh does with `split -b` and `sha256sum`, for a file of a few hundred kB."""
+  data = model_file.read_bytes()
+  parts_dir.mkdir()
+  for index, start in enumerate(range(0, len(data), size)):
+    (parts_dir / f'{name}.part-{index:02d}').write_bytes(data[start:start + size])
+  (parts_dir / 'run.json').write_text(json.dumps({f'{name}_sha256': hashlib.sha256(data).hexdigest()}))
+
+
+def test_join_model_rejoins_the_parts_of_a_gpu_call_into_the_same_model(tiny_model, tiny_config, tmp_path):
+  tiny_config.model = 'unet'
+  unet = initialization.create_initialized_model(tiny_config)
+  pretrained.save(unet, tiny_config, tmp_path / 'unet.safetensors', step=9)
+  _split_as_the_gpu_call_does(tmp_path / 'unet.safetensors', tmp_path / 'out', 'unet', size=20_000)
+  assert len(list((tmp_path / 'out').glob('unet.part-*'))) > 2
+  summary = join_model.join(str(tmp_path / 'out'), str(tmp_path / 'joined.safetensors'), name='unet',
+                            card={'machine': 'H200'})
+  assert 'step 9' in summary
+  loaded, config, metadata = pretrained.load(tmp_path / 'joined.safetensors')
+  assert config.model == 'unet' and json.loads(metadata['card']) == {'machine': 'H200'}
+  for (name, (_, before)), (_, (_, after)) in zip(_variables(unet).items(), _variables(loaded).items()):
+    np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_join_model_refuses_a_damaged_or_missing_part_and_writes_nothing(tiny_model, tiny_config, tmp_path):
+  pretrained.save(tiny_model, tiny_config, tmp_path / 'model.safetensors', step=3)
+  _split_as_the_gpu_call_does(tmp_path / 'model.safetensors', tmp_path / 'out', 'model', size=20_000)
+  (tmp_path / 'out' / 'model.part-01').unlink()
+  with pytest.raises(cli.UserError, match='missing or damaged'):
+    join_model.join(str(tmp_path / 'out'), str(tmp_path / 'joined.safetensors'))
+  (tmp_path / 'out' / 'unet.part-00').write_bytes(b'x')  # A baseline's part whose export never finished.
+  with pytest.raises(cli.UserError, match='no unet_sha256'):
+    join_model.join(str(tmp_path / 'out'), str(tmp_path / 'joined.safetensors'), name='unet')
+  assert not (tmp_path / 'joined.safetensors').exists()
