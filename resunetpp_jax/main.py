@@ -7,7 +7,8 @@ process per host with the same flags plus `--coordinator_address=HOST:PORT
 cluster itself, e.g. under SLURM or Open MPI).
 
 Exit status: 0 when training ended (all steps, or early stopping); 1 for a
-problem its message explains (bad config, workdir in use, disk full, NaN loss);
+problem its message explains (bad config, workdir in use, disk full, NaN loss,
+out of memory);
 130 or 143 when Ctrl-C or SIGTERM stopped it after saving a checkpoint of the
 step it was in (128 + the signal's number, as a shell reports a process that the
 signal ended).

@@ -45,6 +45,27 @@ class NonFiniteLossError(cli.UserError, FloatingPointError):
   """The loss became NaN or Inf; the checkpoints saved before are kept."""
 
 
+class OutOfMemoryError(cli.UserError, MemoryError):
+  """A device ran out of memory for the step or the evaluation; the checkpoints saved before are kept."""
+
+
+def _is_out_of_memory(error: jax.errors.JaxRuntimeError) -> bool:
+  # XLA's words: 'RESOURCE_EXHAUSTED: Out of memory while trying to allocate N bytes' on GPUs, 'Out of memory
+  # allocating N bytes' on the CPU.
+  return 'RESOURCE_EXHAUSTED' in str(error) or 'Out of memory' in str(error)
+
+
+def _out_of_memory_message(config: ml_collections.ConfigDict, workdir: str, error: Exception) -> str:
+  devices = jax.devices()
+  lower = '--config.batch_size, --config.image_size or --config.filters'
+  if config.dtype != 'bfloat16':
+    lower += ', use --config.dtype=bfloat16'
+  return (f'The {devices[0].platform.upper()} ran out of memory ({str(error).splitlines()[0]}) training with '
+          f'batch_size={config.batch_size} over {len(devices)} device(s), image_size={tuple(config.image_size)}, '
+          f'filters={tuple(config.filters)}, dtype={config.dtype}. Lower {lower}, or train on a device with more '
+          f'memory. Checkpoints saved in {os.path.join(workdir, "checkpoints")} are kept.')
+
+
 def _host_sums(sums: dict[str, jax.Array]) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(sums).items()}
 
@@ -214,7 +235,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config_validation.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
   workdir = os.path.abspath(workdir)
   with workdir_lock.hold(workdir):
-    return _train(config, workdir)
+    try:
+      return _train(config, workdir)
+    except jax.errors.JaxRuntimeError as error:
+      if not _is_out_of_memory(error):
+        raise
+      raise OutOfMemoryError(_out_of_memory_message(config, workdir, error)) from error
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -135,6 +135,46 @@ def test_non_finite_loss_stops_and_says_which_checkpoint_is_kept(tiny_config, tm
   assert bool(steps) == (checkpoint_every_steps == 1)
 
 
+@pytest.mark.parametrize('xla_message', [
+    'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 38328165058 bytes.',  # A GPU's.
+    'INTERNAL: Error dispatching computation: Out of memory allocating 38328165058 bytes.',  # The CPU's.
+])
+def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tiny_config, tmp_path, monkeypatch,
+                                                                              xla_message):
+  tiny_config.checkpoint_every_steps = 1
+  tiny_config.eval_every_steps = 1
+  real_host_sums, calls = train._host_sums, []  # pylint: disable=protected-access
+
+  def out_of_memory_at_the_third_step(sums):  # Where XLA's asynchronous error surfaces: the first read of a result.
+    calls.append(1)
+    if len(calls) == 3:
+      raise jax.errors.JaxRuntimeError(xla_message + '\nthe rest of XLA\'s report')
+    return real_host_sums(sums)
+
+  monkeypatch.setattr(train, '_host_sums', out_of_memory_at_the_third_step)
+  with pytest.raises(train.OutOfMemoryError) as raised:
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  message = str(raised.value)
+  assert xla_message in message and 'report' not in message  # XLA's first line only.
+  assert f'batch_size={tiny_config.batch_size}' in message and '--config.batch_size' in message
+  assert f'image_size={tuple(tiny_config.image_size)}' in message
+  assert ('--config.dtype=bfloat16' in message) == (tiny_config.dtype == 'float32')
+  saved = checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps()
+  assert saved and max(saved) < 3  # Saved before the fault, and kept.
+  monkeypatch.undo()
+  tiny_config.num_train_steps = 4
+  assert train.train_and_evaluate(tiny_config, str(tmp_path))['step'] == 4  # The lock is released: it resumes.
+
+
+def test_other_xla_runtime_errors_are_not_called_out_of_memory(tiny_config, tmp_path, monkeypatch):
+  def broken(sums):
+    raise jax.errors.JaxRuntimeError('INTERNAL: an unrelated failure')
+  monkeypatch.setattr(train, '_host_sums', broken)
+  with pytest.raises(jax.errors.JaxRuntimeError, match='unrelated') as raised:
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert not isinstance(raised.value, train.OutOfMemoryError)
+
+
 def test_sigterm_saves_the_step_it_arrives_in_and_the_run_resumes_from_it(tiny_config, tmp_path):
   # Checkpoints only at the end: the one the signal leads to is the only one before it.
   overrides = {'log_every_steps': 1, 'eval_every_steps': 1000, 'checkpoint_every_steps': 1000}
