@@ -191,7 +191,7 @@ def _split_as_the_gpu_call_does(model_file, parts_dir, name, size):
   (parts_dir / 'run.json').write_text(json.dumps({f'{name}_sha256': hashlib.sha256(data).hexdigest()}))
 
 
-def test_join_model_rejoins_the_parts_of_a_gpu_call_into_the_same_model(tiny_model, tiny_config, tmp_path):
+def test_join_model_rejoins_the_parts_of_a_gpu_call_into_the_same_model(tiny_config, tmp_path):
   tiny_config.model = 'unet'
   unet = initialization.create_initialized_model(tiny_config)
   pretrained.save(unet, tiny_config, tmp_path / 'unet.safetensors', step=9)

@@ -145,13 +145,13 @@ def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tin
   tiny_config.eval_every_steps = 1
   real_host_sums, calls = train._host_sums, []  # pylint: disable=protected-access
 
-  def out_of_memory_at_the_third_step(sums):  # Where XLA's asynchronous error surfaces: the first read of a result.
+  def out_of_memory_at_the_third_read(sums):  # Where XLA's asynchronous error surfaces: the first read of a result.
     calls.append(1)
     if len(calls) == 3:
       raise jax.errors.JaxRuntimeError(xla_message + '\nthe rest of XLA\'s report')
     return real_host_sums(sums)
 
-  monkeypatch.setattr(train, '_host_sums', out_of_memory_at_the_third_step)
+  monkeypatch.setattr(train, '_host_sums', out_of_memory_at_the_third_read)
   with pytest.raises(train.OutOfMemoryError) as raised:
     train.train_and_evaluate(tiny_config, str(tmp_path))
   message = str(raised.value)
