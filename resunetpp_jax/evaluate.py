@@ -296,7 +296,9 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
     stem = f'{spec.name}-{spec.split}' + ('-tta' if tta else '')
     result = {
         'dataset': spec.name, 'split': spec.split,
-        'model': predictor.config.model, 'checkpoint': str(checkpoint),
+        'model': predictor.config.model,
+        # Which checkpoint of the workdir; a model file (or the shipped one) is one: its step says which.
+        'checkpoint': str(checkpoint) if workdir else os.path.basename(model or 'shipped'),
         'checkpoint_step': predictor.step, 'tta': tta, 'threshold': THRESHOLD,
         **evaluate_split(
             predictor, config, spec, tta=tta,

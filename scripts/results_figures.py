@@ -3,10 +3,10 @@ r"""The README's Results figures: validation Dice against wall-clock minutes (or
   python -m scripts.results_figures --run=DIR --model=resunetpp_jax/weights/polyp.safetensors \
       --images=../shared/data/Kvasir-SEG --names=NAME1,NAME2,NAME3 --output=docs/
 
-`--run` holds what scripts/device/train_polyp.sh returned: `events.out.tfevents.polyp` and `run.json`. Minutes count from
-the training process's start (`run.json`'s process_start), so compile and data preparation are in the curve. A run
-resumed across processes (paused, preempted) has no such span: `--x=steps --run=WORKDIR/tensorboard` plots against
-the step.
+`--run` holds what scripts/device/train_polyp.sh returned: `run.json` and `events.out.tfevents.polyp` (or, where
+events did not come back, `train.log`; scripts/validation_curve.py). Minutes count from the training process's start
+(`run.json`'s process_start), so compile and data preparation are in the curve. A run resumed across processes
+(paused, preempted) has no such span: `--x=steps --run=WORKDIR/tensorboard` plots against the step.
 The prediction figure has one row per image: image | ground truth | prediction at the image's original size, with
 its Dice. Needs the `figures` extra (matplotlib) and tensorboard (in the `test` extra).
 """
@@ -17,11 +17,11 @@ from absl import app
 from absl import flags
 import matplotlib
 import numpy as np
-from tensorboard.backend.event_processing import event_accumulator
 
 from resunetpp_jax import inference
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
+from scripts import validation_curve
 
 matplotlib.use('Agg')
 from matplotlib import pyplot  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -38,19 +38,20 @@ _X_AXIS = flags.DEFINE_enum('x', 'minutes', ['minutes', 'steps'],
 
 def plot_validation_dice(run_dir: str, path: str, x_axis: str = 'minutes') -> list[tuple[float, float]]:
   """Writes the curve; returns its (minutes or step, val Dice) points."""
-  events = event_accumulator.EventAccumulator(run_dir)  # Every events file of the folder, in order.
-  events.Reload()
-  scalars = events.Scalars('val/dice')
-  if x_axis == 'minutes':
+  start = None  # A workdir's tensorboard/ has no run.json: steps only.
+  if x_axis == 'minutes' or os.path.exists(os.path.join(run_dir, 'run.json')):
     with open(os.path.join(run_dir, 'run.json')) as f:
       start = json.load(f)['process_start']
-    points = [((e.wall_time - start) / 60, e.value) for e in scalars]
+  curve = validation_curve.read(run_dir, start)
+  if x_axis == 'minutes':
+    points = [((p.wall_time - start) / 60, p.dice) for p in curve]
     label = 'minutes since the training process started'
   else:
-    points = [(e.step, e.value) for e in scalars]
+    points = [(p.step, p.dice) for p in curve]
     label = 'training step'
   figure, axes = pyplot.subplots(figsize=(6, 3.5))
   axes.plot(*zip(*points), marker='o')
+  axes.set_xlim(left=0)  # Minutes: the start-up (data, compile) before the first point shows.
   axes.set_xlabel(label)
   axes.set_ylabel('validation Dice (carve-out, training size)')
   axes.grid(alpha=0.3)

@@ -1,4 +1,8 @@
 """augment: masks follow geometric transforms, colour ones leave them alone."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -128,3 +132,25 @@ def test_resize_pair_gives_size_and_keeps_mask_binary():
   up_image, up_mask = augment.resize_pair(image, mask, (192, 256))
   np.testing.assert_array_equal(up_mask, np.kron(mask, np.ones((2, 2))))
   assert up_image.shape == (192, 256, 3)
+
+
+_IMPORT_RECORDING_LOOKUPS = """
+import socket, sys
+lookups = []
+def refuse(host, *args, **kwargs):
+  lookups.append(host)
+  raise OSError('no network in this test')
+socket.getaddrinfo = refuse
+import {module}
+print(lookups)
+"""
+
+
+@pytest.mark.parametrize('module, expected', [('albumentations', "['pypi.org']"),  # Shows the check is seen.
+                                              ('resunetpp_jax.data.augment', '[]')])
+def test_importing_the_augmentation_makes_no_network_request(module, expected):
+  """Every data-loader worker imports it: albumentations' update check would wait on the network in each."""
+  env = {k: v for k, v in os.environ.items() if k != 'NO_ALBUMENTATIONS_UPDATE'}
+  result = subprocess.run([sys.executable, '-c', _IMPORT_RECORDING_LOOKUPS.format(module=module)], env=env,
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == expected, result.stderr

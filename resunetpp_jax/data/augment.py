@@ -16,10 +16,14 @@ nearest-neighbour interpolation; colour transforms leave it alone. Randomness
 comes only from the `np.random.Generator` passed in, so a pipeline that derives
 it from (seed, epoch, position) is deterministic whatever its worker count.
 """
+import os
 import random
 import threading
 
-import albumentations as A
+# albumentations asks PyPI for its newest version at import, in every data-loader worker: on a machine without
+# internet (a GPU node, CI) each import waits on name resolution and prints a warning. Users can still set it to 0.
+os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+import albumentations as A  # pylint: disable=g-import-not-at-top,wrong-import-position
 import cv2
 import numpy as np
 
