@@ -137,8 +137,12 @@ class Predictor:
   Attributes:
     config: the run's configuration (image_size, filters, ...).
     step: the training step of the checkpoint, or None.
-    batch_size: images per device call; batches are padded to it, so each
-      `tta` setting compiles once.
+    batch_size: images per device call at most. A call of fewer images is
+      padded to the smallest batch already compiled that holds them, else to
+      the next power of two: a loop over single images compiles batch 1 once
+      (not 8 images' work each time), a folder's last partial batch reuses the
+      full one, and the shapes compiled are powers of two below batch_size
+      and batch_size itself.
   """
 
   def __init__(self, model: nnx.Module, config: ml_collections.ConfigDict,
@@ -161,6 +165,7 @@ class Predictor:
     self.step = step
     self.batch_size = batch_size
     self._forward = forward
+    self._compiled_batches = set()  # Padded batch sizes called so far.
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str | int = 'best',
@@ -213,11 +218,18 @@ class Predictor:
       return cls.from_onnx(model, batch_size)
     return cls.pretrained(model, batch_size)
 
+  def padded_batch_size(self, count: int) -> int:
+    """The batch that `count` (<= batch_size) images are padded to (see the class docstring)."""
+    compiled = [size for size in self._compiled_batches if count <= size <= self.batch_size]
+    padded = min(compiled) if compiled else min(self.batch_size, 1 << max(0, count - 1).bit_length())
+    self._compiled_batches.add(padded)
+    return padded
+
   def _predict_batch(self, images: Sequence[np.ndarray],
                      tta: bool) -> np.ndarray:
     """Model-size logits (len(images), h, w) of at most batch_size images."""
     size = tuple(self.config.image_size)
-    batch = np.zeros((self.batch_size, *size, 3), np.uint8)
+    batch = np.zeros((self.padded_batch_size(len(images)), *size, 3), np.uint8)
     for k, image in enumerate(images):
       batch[k] = resize_image(image, size)
     logits = self._forward(batch, tta=tta)

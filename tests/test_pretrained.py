@@ -128,7 +128,6 @@ def test_shipped_model_segments_real_kvasir_test_images_as_its_card_says(shared_
   expected = card['scores']['kvasir_seg:pranet_test']['mean_dice']
   names = polyp_folder_builder.read_split_list('pranet_kvasir_test.txt')[:16]
   folder = shared_dir / 'data' / 'Kvasir-SEG'
-  # All at once: the predictor pads each call to its batch of 8, so one image a call would cost 8.
   predictions = inference.Predictor.pretrained().predict_mask(
       [image_io.read_image(folder / 'images' / f'{name}.jpg') for name in names])
   dice = []
