@@ -24,6 +24,12 @@ class UserError(Exception):
   """A fault in the input, a setting or the environment that the message fully explains."""
 
 
+def is_out_of_memory(error: Exception) -> bool:
+  """XLA's words for a device out of memory: 'RESOURCE_EXHAUSTED: Out of memory while trying to allocate N bytes' on
+  GPUs, 'Out of memory allocating N bytes' on the CPU."""
+  return 'RESOURCE_EXHAUSTED' in str(error) or 'Out of memory' in str(error)
+
+
 def hide_library_info_logs():
   """Keeps the console to our own progress and messages.
 

@@ -131,6 +131,10 @@ def _forward_onnx(session, images: np.ndarray, tta: bool) -> jax.Array:
   return _average_flip_views(logits[..., 0]) if tta else logits[..., 0]
 
 
+class OutOfMemoryError(cli.UserError, MemoryError):
+  """The device ran out of memory for a batch of predictions; what was written before is kept."""
+
+
 class Predictor:
   """A trained model that maps images at any size to masks at the same size.
 
@@ -232,8 +236,18 @@ class Predictor:
     batch = np.zeros((self.padded_batch_size(len(images)), *size, 3), np.uint8)
     for k, image in enumerate(images):
       batch[k] = resize_image(image, size)
-    logits = self._forward(batch, tta=tta)
-    return np.asarray(logits[:len(images)], np.float32)
+    try:
+      # The copy to the host is where XLA's asynchronous errors surface.
+      return np.asarray(self._forward(batch, tta=tta)[:len(images)], np.float32)
+    except jax.errors.JaxRuntimeError as error:
+      if not cli.is_out_of_memory(error):
+        raise
+      raise OutOfMemoryError(
+          f'The {jax.devices()[0].platform.upper()} ran out of memory ({str(error).splitlines()[0]}) predicting a'
+          f' batch of {len(batch)}{" with tta (3 views each)" if tta else ""} with the {self.config.model} at'
+          f' image_size={tuple(self.config.image_size)}, filters={tuple(self.config.filters)}. Lower batch_size'
+          f' (now {self.batch_size}: --batch_size of predict, evaluate and video), or run on a device with more'
+          ' memory. Files written before are kept.') from error
 
   def predict_proba(self, images, tta: bool = False):
     """Foreground probabilities at each image's original size.

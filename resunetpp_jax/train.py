@@ -49,12 +49,6 @@ class OutOfMemoryError(cli.UserError, MemoryError):
   """A device ran out of memory for the step or the evaluation; the checkpoints saved before are kept."""
 
 
-def _is_out_of_memory(error: jax.errors.JaxRuntimeError) -> bool:
-  # XLA's words: 'RESOURCE_EXHAUSTED: Out of memory while trying to allocate N bytes' on GPUs, 'Out of memory
-  # allocating N bytes' on the CPU.
-  return 'RESOURCE_EXHAUSTED' in str(error) or 'Out of memory' in str(error)
-
-
 def _out_of_memory_message(config: ml_collections.ConfigDict, workdir: str, error: Exception) -> str:
   devices = jax.devices()
   lower = '--config.batch_size, --config.image_size or --config.filters'
@@ -238,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
       return _train(config, workdir)
     except jax.errors.JaxRuntimeError as error:
-      if not _is_out_of_memory(error):
+      if not cli.is_out_of_memory(error):
         raise
       raise OutOfMemoryError(_out_of_memory_message(config, workdir, error)) from error
 

@@ -2,6 +2,7 @@
 import os
 import re
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
@@ -229,3 +230,33 @@ def test_predict_on_real_kvasir_jpegs_and_a_clinicdb_tiff(
   assert mask.shape == (288, 384)
   overlay = _read_png(output / '1_overlay.png')
   np.testing.assert_array_equal(overlay[~mask], rgb[~mask])
+
+
+@pytest.mark.parametrize('xla_message, out_of_memory', [
+    ('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9663676416 bytes.', True),  # A GPU's words.
+    ('INTERNAL: Error dispatching computation: Out of memory allocating 9663676416 bytes.', True),  # The CPU's.
+    ('INTERNAL: an unrelated failure', False),
+])
+def test_out_of_memory_names_the_batch_size_and_keeps_the_masks_written(predictor, tmp_path, monkeypatch,
+                                                                       xla_message, out_of_memory):
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  for k in range(3):  # Batches of 2: the first is written, the second meets the fault.
+    Image.fromarray(_random_image(40, 30, seed=k)).save(folder / f'{k}.png')
+  forward, calls = predictor._forward, []  # pylint: disable=protected-access
+  def out_of_memory_at_the_second_batch(images, tta):
+    calls.append(1)
+    if len(calls) == 2:
+      raise jax.errors.JaxRuntimeError(xla_message + '\nthe rest of XLA\'s report')
+    return forward(images, tta=tta)
+  monkeypatch.setattr(predictor, '_forward', out_of_memory_at_the_second_batch)
+  paths, _ = predict.list_inputs(os.fspath(folder))
+  with pytest.raises(jax.errors.JaxRuntimeError if not out_of_memory else inference.OutOfMemoryError) as raised:
+    predict.predict_files(predictor, paths, os.fspath(tmp_path / 'out'))
+  assert isinstance(raised.value, cli.UserError) == out_of_memory
+  if out_of_memory:
+    message = str(raised.value)
+    assert xla_message in message and 'report' not in message  # XLA's first line only.
+    assert 'batch of 2' in message and 'batch_size (now 2: --batch_size' in message
+    assert f'image_size={MODEL_SIZE}' in message
+  assert sorted(os.listdir(tmp_path / 'out')) == ['0.png', '1.png']
