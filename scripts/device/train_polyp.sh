@@ -14,7 +14,9 @@
 # command with --config.model=$POLYP_THEN on the data already prepared, stopped by SIGTERM (it checkpoints first) at
 # POLYP_DEADLINE_S (540) seconds after the script's start if unfinished; it starts only if 90 s are left. Its minutes
 # are not the recipe's (it queues behind the other run); its curve, to the step it reached, compares step for step
-# (the same fixed schedule).
+# (the same fixed schedule). A call for the two baselines alone (run 35 left the U-Net 46 s, under the 90):
+#   POLYP_OVERRIDES="--config.model=unet" POLYP_WORKDIR=workdirs/polyp_unet POLYP_THEN=unetpp \
+#     bash scripts/device/train_polyp.sh     # the U-Net's parts are then model.part-*, the UNet++'s unetpp.part-*
 #
 # $OUT gets, as the runs go (7 files at most; 8 come back): train.log (both runs), run.json (GPU, times, hashes),
 # the TensorBoard events (events.out.tfevents.polyp and .unet), and each model file (float16 safetensors: ~21 MB
