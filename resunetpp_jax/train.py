@@ -8,6 +8,7 @@ writes TensorBoard summaries and a progress bar on process 0. One run at a time 
 the workdir (`workdir_lock`); SIGTERM or Ctrl-C ends it with a checkpoint of the
 step it was in (`preemption`).
 """
+import itertools
 import math
 import os
 import signal
@@ -58,6 +59,16 @@ def _out_of_memory_message(config: ml_collections.ConfigDict, workdir: str, erro
           f'batch_size={config.batch_size} over {len(devices)} device(s), image_size={tuple(config.image_size)}, '
           f'filters={tuple(config.filters)}, dtype={config.dtype}. Lower {lower}, or train on a device with more '
           f'memory. Checkpoints saved in {os.path.join(workdir, "checkpoints")} are kept.')
+
+
+def _batches_with_the_first_timed(train_iter):
+  """`train_iter`'s batches, the first fetched now and its wait logged: grain starts its worker processes at the
+  first fetch, which took about a minute on the H200 host of run 35 (scripts/PERF.md). `train_iter` itself keeps
+  the data position, which the checkpoints save after each step has used its batch."""
+  start = time.perf_counter()
+  first = next(train_iter)
+  logging.info('First training batch after %.1f s (the data-loader workers start).', time.perf_counter() - start)
+  return itertools.chain([first], train_iter)
 
 
 def _host_sums(sums: dict[str, jax.Array]) -> dict[str, float]:
@@ -282,8 +293,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   sums, stop, stopping = None, False, False
   try:
     with preemption.StopRequest() as stop_request:
+      batches = _batches_with_the_first_timed(train_iter) if step < total_steps else iter(())
       while step < total_steps and not stop:
-        batch = sharding.global_batch(next(train_iter), mesh)
+        batch = sharding.global_batch(next(batches), mesh)
         state, step_sums = compiled_train_step(state, batch)
         sums = step_sums if sums is None else jax.tree.map(jnp.add, sums, step_sums)
         step += 1
