@@ -30,6 +30,11 @@ def is_out_of_memory(error: Exception) -> bool:
   return 'RESOURCE_EXHAUSTED' in str(error) or 'Out of memory' in str(error)
 
 
+def out_of_memory_opening(error: Exception, platform: str) -> str:
+  """'The GPU ran out of memory (<XLA's first line>)': the start of each tool's message; XLA's report runs on."""
+  return f'The {platform.upper()} ran out of memory ({str(error).splitlines()[0]})'
+
+
 def hide_library_info_logs():
   """Keeps the console to our own progress and messages.
 

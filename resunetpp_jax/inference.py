@@ -222,7 +222,7 @@ class Predictor:
       return cls.from_onnx(model, batch_size)
     return cls.pretrained(model, batch_size)
 
-  def padded_batch_size(self, count: int) -> int:
+  def _padded_batch_size(self, count: int) -> int:
     """The batch that `count` (<= batch_size) images are padded to (see the class docstring)."""
     compiled = [size for size in self._compiled_batches if count <= size <= self.batch_size]
     padded = min(compiled) if compiled else min(self.batch_size, 1 << max(0, count - 1).bit_length())
@@ -233,7 +233,7 @@ class Predictor:
                      tta: bool) -> np.ndarray:
     """Model-size logits (len(images), h, w) of at most batch_size images."""
     size = tuple(self.config.image_size)
-    batch = np.zeros((self.padded_batch_size(len(images)), *size, 3), np.uint8)
+    batch = np.zeros((self._padded_batch_size(len(images)), *size, 3), np.uint8)
     for k, image in enumerate(images):
       batch[k] = resize_image(image, size)
     try:
@@ -243,7 +243,7 @@ class Predictor:
       if not cli.is_out_of_memory(error):
         raise
       raise OutOfMemoryError(
-          f'The {jax.devices()[0].platform.upper()} ran out of memory ({str(error).splitlines()[0]}) predicting a'
+          f'{cli.out_of_memory_opening(error, jax.devices()[0].platform)} predicting a'
           f' batch of {len(batch)}{" with tta (3 views each)" if tta else ""} with the {self.config.model} at'
           f' image_size={tuple(self.config.image_size)}, filters={tuple(self.config.filters)}. Lower batch_size'
           f' (now {self.batch_size}: --batch_size of predict, evaluate and video), or run on a device with more'

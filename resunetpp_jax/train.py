@@ -55,7 +55,7 @@ def _out_of_memory_message(config: ml_collections.ConfigDict, workdir: str, erro
   lower = '--config.batch_size, --config.image_size or --config.filters'
   if config.dtype != 'bfloat16':
     lower += ', use --config.dtype=bfloat16'
-  return (f'The {devices[0].platform.upper()} ran out of memory ({str(error).splitlines()[0]}) training with '
+  return (f'{cli.out_of_memory_opening(error, devices[0].platform)} training with '
           f'batch_size={config.batch_size} over {len(devices)} device(s), image_size={tuple(config.image_size)}, '
           f'filters={tuple(config.filters)}, dtype={config.dtype}. Lower {lower}, or train on a device with more '
           f'memory. Checkpoints saved in {os.path.join(workdir, "checkpoints")} are kept.')
