@@ -24,7 +24,8 @@ Expected time and result (run 35 of configs/RECIPES.md, b562fab, one H200, 2026-
 scripts/device/train_polyp.sh): 8.2 minutes from process start to the final checkpoint (start-up and data
 preparation 0.4, compile 1.4, the first 50 steps 1.1, the other 3,595 with 45 validations 5.1, the last checkpoint
 0.2); validation Dice .845; at original size, mDice Kvasir-SEG .807 and CVC-ClinicDB .795 (the shipped model, README
-"Results"), short of issue 10's .88 and .90.
+"Results"), short of issue 10's .88 and .90. The code after it starts the data-loader workers during the compile and
+saves at an evaluation only a new best: ~6.3 minutes predicted (scripts/PERF.md, change 11), not yet measured.
 """
 from resunetpp_jax import default_config
 

@@ -8,11 +8,13 @@ writes TensorBoard summaries and a progress bar on process 0. One run at a time 
 the workdir (`workdir_lock`); SIGTERM or Ctrl-C ends it with a checkpoint of the
 step it was in (`preemption`).
 """
-import itertools
+import contextlib
 import math
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import grain
@@ -61,14 +63,34 @@ def _out_of_memory_message(config: ml_collections.ConfigDict, workdir: str, erro
           f'memory. Checkpoints saved in {os.path.join(workdir, "checkpoints")} are kept.')
 
 
-def _batches_with_the_first_timed(train_iter):
-  """`train_iter`'s batches, the first fetched now and its wait logged: grain starts its worker processes at the
-  first fetch, which took about a minute on the H200 host of run 35 (scripts/PERF.md). `train_iter` itself keeps
-  the data position, which the checkpoints save after each step has used its batch."""
-  start = time.perf_counter()
-  first = next(train_iter)
-  logging.info('First training batch after %.1f s (the data-loader workers start).', time.perf_counter() - start)
-  return itertools.chain([first], train_iter)
+class _FirstBatchEarly:
+  """`train_iter`'s batches, the first fetched on a thread from construction on: grain starts its worker processes
+  at the first fetch, which took about a minute on the H200 host of run 35 (scripts/PERF.md), and the step's compile
+  that follows now hides it. Nothing else touches `train_iter` until the first batch is taken; `train_iter` itself
+  keeps the data position, which the checkpoints save after each step has used its batch."""
+
+  def __init__(self, train_iter: grain.DatasetIterator):
+    self._train_iter = train_iter
+    self._first = None
+    self._thread = threading.Thread(target=self._fetch, name='first-training-batch', daemon=True)
+    self._thread.start()
+
+  def _fetch(self):
+    try:
+      self._first = (next(self._train_iter), None)
+    except BaseException as error:  # pylint: disable=broad-except  # Raised where the batch is taken.
+      self._first = (None, error)
+
+  def __iter__(self):
+    start = time.perf_counter()
+    self._thread.join()
+    logging.info('First training batch after %.1f s more (the data-loader workers start during the compile).',
+                 time.perf_counter() - start)
+    batch, error = self._first
+    if error is not None:
+      raise error
+    yield batch
+    yield from self._train_iter
 
 
 def _host_sums(sums: dict[str, jax.Array]) -> dict[str, float]:
@@ -139,6 +161,7 @@ class _Boundaries:
     self._tick, self._tick_step = time.perf_counter(), step
     # The loop calls `run` only every `every` steps (and at the last, or when stopping).
     self.every = math.gcd(config.log_every_steps, eval_every, config.checkpoint_every_steps)
+    self._pauses = {'validations': [0, 0.0], 'checkpoint saves': [0, 0.0]}  # What holds the loop: count, seconds.
 
   def run(self, step: int, state, sums, train_iter, *, stopping: bool):
     """Logs, evaluates and checkpoints as due after `step`.
@@ -149,22 +172,36 @@ class _Boundaries:
     is_last = step == self._total_steps
     is_eval = self._validation is not None and (step % self._eval_every == 0 or is_last)
     is_log = step % self.config.log_every_steps == 0 or is_eval or is_last
-    is_save = is_eval or is_last or stopping or step % self.config.checkpoint_every_steps == 0
+    is_periodic_save = is_last or stopping or step % self.config.checkpoint_every_steps == 0
     if is_log:
       self._log(step, _host_sums(sums), state)
-    elif is_save:  # Never checkpoint a state that has gone non-finite.
+    elif is_periodic_save:  # Never checkpoint a state that has gone non-finite.
       self._check_finite(_host_sums({'loss': sums['loss']}), step)
-    stop, eval_scalars = stopping, None
+    stop, metrics = stopping, None
     if is_eval:
-      state, eval_scalars, early_stop = self._evaluate(step, state)
+      with self._pause('validations'):
+        state, eval_scalars, early_stop = self._evaluate(step, state)
       stop = stop or early_stop
-    if is_save:
-      self._checkpointer.save(step, state, {'plateau': self.loop.to_json()}, train_iter,
-                              metrics={checkpointing.BEST_METRIC: eval_scalars['val/dice']} if eval_scalars else None)
+      metrics = {checkpointing.BEST_METRIC: eval_scalars['val/dice']}
+    # An evaluation saves only a new best: a save held run 35's loop ~2 s, its validation 0.2 (scripts/PERF.md).
+    if is_periodic_save or stop or (metrics and self._checkpointer.improves_on_best(metrics)):
+      with self._pause('checkpoint saves'):
+        self._checkpointer.save(step, state, {'plateau': self.loop.to_json()}, train_iter, metrics=metrics)
     if is_log:
       self._tick, self._tick_step = time.perf_counter(), step
       return state, None, stop
     return state, sums, stop
+
+  @contextlib.contextmanager
+  def _pause(self, kind: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    self._pauses[kind][0] += 1
+    self._pauses[kind][1] += time.perf_counter() - start
+
+  def pauses(self) -> str:
+    """What held the training loop, in words: e.g. '45 validations 11.2 s, 24 checkpoint saves 50.3 s'."""
+    return ', '.join(f'{count} {kind} {seconds:.1f} s' for kind, (count, seconds) in self._pauses.items())
 
   def _check_finite(self, sums: dict[str, float], step: int):
     if not math.isfinite(sums['loss']):
@@ -281,6 +318,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.write_config(config, metric_tags=('val/dice', 'val/loss'))
   progress = monitoring.Progress(total_steps, step, steps_per_epoch, enabled=is_chief)
 
+  first_batch_early = _FirstBatchEarly(train_iter) if step < total_steps else None
   train_step = steps.jit_train_step(config, graphdef, mesh)
   start = time.perf_counter()
   compiled_train_step = train_step.lower(state, steps.batch_spec(config, mesh)).compile()
@@ -293,7 +331,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   sums, stop, stopping = None, False, False
   try:
     with preemption.StopRequest() as stop_request:
-      batches = _batches_with_the_first_timed(train_iter) if step < total_steps else iter(())
+      batches = iter(first_batch_early or ())
       while step < total_steps and not stop:
         batch = sharding.global_batch(next(batches), mesh)
         state, step_sums = compiled_train_step(state, batch)
@@ -307,6 +345,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     checkpointer.close()
     progress.close()
     writer.close()
+  logging.info('The loop was held by %s.', boundaries.pauses())
   last_scalars = {**boundaries.last_scalars, 'step': step}
   if stopping:
     logging.warning('Stopped by %s after step %d: checkpoint %d saved in %s. Run the same command to resume.',

@@ -1,5 +1,6 @@
 """The training loop end to end: learning, exact resume after SIGKILL, corrupt checkpoints, NaN, SIGTERM, the
 workdir lock, a full disk, a config that does not match the checkpoints."""
+import logging
 import os
 import pathlib
 import re
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -309,3 +311,44 @@ def test_without_validation_the_schedule_runs_to_its_end_and_saves_its_last_step
   assert not any(tag.startswith('val/') for tag in accumulator.Tags()['scalars'])
   assert [event.step for event in accumulator.Scalars('train/loss')][-1] == 5  # The last step is logged too.
   assert checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps() == [4, 5]
+
+
+def test_an_evaluation_saves_a_checkpoint_only_when_it_beats_the_best(tiny_config, tmp_path, monkeypatch, caplog):
+  tiny_config.update(num_train_steps=8, eval_every_steps=2, checkpoint_every_steps=1000)
+  scripted_dice = iter([0.5, 0.4, 0.6, 0.3])  # Steps 2, 4, 6, 8: new best, worse, new best, worse (but last).
+  real_evaluate = train.evaluate
+
+  def scripted_evaluate(*args, **kwargs):
+    scalars, grid = real_evaluate(*args, **kwargs)
+    return {**scalars, 'val/dice': next(scripted_dice)}, grid
+
+  monkeypatch.setattr(train, 'evaluate', scripted_evaluate)
+  caplog.set_level(logging.INFO, logger='absl')
+  train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert checkpointing.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps() == [2, 6, 8]
+  assert checkpointing.restore_model(str(tmp_path), tiny_config, checkpoint='best')[1] == 6
+  assert any(re.fullmatch(r'The loop was held by 4 validations \d+\.\d s, 3 checkpoint saves \d+\.\d s\.',
+                          record.getMessage()) for record in caplog.records)
+
+
+def test_the_first_batch_is_fetched_while_the_train_step_compiles(tiny_config, tmp_path, monkeypatch):
+  tiny_config.update(num_train_steps=2, num_workers=1)
+  fetch_started = threading.Event()
+  real_fetch, real_jit_train_step = train._FirstBatchEarly._fetch, train.steps.jit_train_step  # pylint: disable=protected-access
+
+  def fetch(self):
+    fetch_started.set()
+    real_fetch(self)
+
+  class CompilesOnlyOnceTheFetchStarted:
+    def __init__(self, jitted):
+      self._jitted = jitted
+
+    def lower(self, *args):
+      assert fetch_started.wait(timeout=60), 'The first batch was not asked for before the train step compiled.'
+      return self._jitted.lower(*args)
+
+  monkeypatch.setattr(train._FirstBatchEarly, '_fetch', fetch)  # pylint: disable=protected-access
+  monkeypatch.setattr(train.steps, 'jit_train_step',
+                      lambda *args, **kwargs: CompilesOnlyOnceTheFetchStarted(real_jit_train_step(*args, **kwargs)))
+  assert train.train_and_evaluate(tiny_config, str(tmp_path))['step'] == 2
