@@ -4,7 +4,7 @@ r"""Scores a trained model on whole datasets at each image's ORIGINAL size.
       [--config=configs/polyp.py] [--checkpoint=best|latest|STEP] \
       [--datasets=kvasir_seg:pranet_test,cvc_300:all] \
       [--manual_dirs=NAME=DIR,...] \
-      [--tta] [--save_images] [--table=text|markdown]
+      [--validation] [--tta] [--save_images] [--table=text|markdown]
 
 Validation during training scores resized images; papers score predictions
 resized back to the original masks, which is what this does. For every
@@ -22,7 +22,10 @@ for the model, per dataset mDice, mIoU, F^w_beta, S_alpha, E^max_xi and MAE
 (--table=markdown prints it ready for a README).
 --save_images adds, per image, NAME-SPLIT/<image>.png (image | ground truth |
 prediction, as the original wrote them) and <image>_overlay.png (yellow: polyp
-found, green: missed, red: false alarm).
+found, green: missed, red: false alarm). --validation scores the config's
+validation data instead (the carve-out of train_data, or validation_data;
+validation.json): the place to compare TTA, models or recipes, since the test
+sets choose nothing.
 
 The model and its config come from the workdir; --config (default: the
 workdir's own) only says where the data are (data_dir, manual_dirs) and which
@@ -145,15 +148,15 @@ def data_config(config: ml_collections.ConfigDict,
 
 
 def evaluate_split(predictor: inference.Predictor,
-                   config: ml_collections.ConfigDict, spec: specs.DataSpec, *,
+                   examples: pipeline.Examples, label: str, *,
                    tta: bool = False,
                    image_folder: str | None = None) -> dict[str, Any]:
-  """Scores `predictor` on every image of one dataset's split.
+  """Scores `predictor` on every image of `examples` (one dataset's split, or the validation data).
 
   Args:
     predictor: the trained model.
-    config: where the data are (data_dir, manual_dirs).
-    spec: the dataset and split.
+    examples: the images and masks scored.
+    label: what they are, in the log and errors (e.g. 'kvasir_seg:pranet_test').
     tta: average flipped predictions.
     image_folder: where to write the per-image pictures; None writes none.
 
@@ -165,7 +168,7 @@ def evaluate_split(predictor: inference.Predictor,
     os.makedirs(image_folder, exist_ok=True)
   papers = literature_metrics.BenchmarkMetrics()
   records = []
-  originals = pipeline.iterate_originals(pipeline.examples(config, str(spec)))
+  originals = pipeline.iterate_originals(examples)
   for batch in _batches(originals, predictor.batch_size):
     probabilities = predictor.predict_proba([x['image'] for x in batch], tta)
     for example, prob in zip(batch, probabilities):
@@ -177,9 +180,9 @@ def evaluate_split(predictor: inference.Predictor,
         _write_pictures(image_folder, example['name'], example['image'],
                         example['mask'], prob >= THRESHOLD)
     logging.log_every_n_seconds(logging.INFO, '%s: %d images scored.', 10,
-                                spec, len(records))
+                                label, len(records))
   if not records:
-    raise ValueError(f'{spec} holds no image.')
+    raise ValueError(f'{label} holds no image.')
   return {**summarize(records), **papers.results(), 'images': records}
 
 
@@ -251,7 +254,8 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
         manual_dirs: Mapping[str, str] | None = None, tta: bool = False,
         save_images: bool = False, batch_size: int = 8,
         model: str | None = None,
-        output_dir: str | None = None) -> list[dict[str, Any]]:
+        output_dir: str | None = None,
+        validation: bool = False) -> list[dict[str, Any]]:
   """Evaluates a model on `datasets` and writes one JSON per dataset/split.
 
   Args:
@@ -268,6 +272,9 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
     model: without workdir, a model file (.onnx or .safetensors).
     output_dir: where the JSON files go; default WORKDIR/eval, or eval/
       without a workdir.
+    validation: instead of `datasets`, score the config's validation data
+      (its carve-out of train_data, or validation_data): where TTA, models
+      or recipes are compared, as the test sets choose nothing.
 
   Returns:
     One result (the JSON written) per dataset/split.
@@ -276,32 +283,38 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
     raise config_validation.ConfigError(
         'Without --workdir, give --config to say where the test sets are'
         ' (e.g. --config=configs/polyp.py --manual_dirs=NAME=FOLDER,...).')
+  if validation and datasets:
+    raise config_validation.ConfigError(
+        '--validation scores the config\'s validation data and --datasets'
+        ' names other sets: give one of them.')
   config = data_config(config or checkpointing.load_config(workdir),
                        manual_dirs or {})
   datasets = datasets or specs.parse_data(config.test_data, 'config.test_data',
                                           specs.LIST)
-  if not datasets:
+  if not datasets and not validation:
     raise config_validation.ConfigError(
         'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
         ' config.test_data.')
   predictor = inference.Predictor.from_flags(workdir, model, checkpoint,
                                              batch_size)
-  for name, split in datasets:  # Finds (or prepares) each before any is scored.
-    pipeline.examples(config, str(specs.DataSpec(name, split)))
+  # (dataset, split, file stem, examples), each found (or prepared) before any is scored.
+  targets = [_validation_target(config)] if validation else [
+      (name, split, f'{name}-{split}',
+       pipeline.examples(config, str(specs.DataSpec(name, split))))
+      for name, split in datasets]
   output_dir = output_dir or os.path.join(workdir or '.', 'eval')
   os.makedirs(output_dir, exist_ok=True)
   results = []
-  for name, split in datasets:
-    spec = specs.DataSpec(name, split)
-    stem = f'{spec.name}-{spec.split}' + ('-tta' if tta else '')
+  for name, split, stem, examples in targets:
+    stem += '-tta' if tta else ''
     result = {
-        'dataset': spec.name, 'split': spec.split,
+        'dataset': name, 'split': split, 'examples': examples.describe(),
         'model': predictor.config.model,
         # Which checkpoint of the workdir; a model file (or the shipped one) is one: its step says which.
         'checkpoint': str(checkpoint) if workdir else os.path.basename(model or 'shipped'),
         'checkpoint_step': predictor.step, 'tta': tta, 'threshold': THRESHOLD,
         **evaluate_split(
-            predictor, config, spec, tta=tta,
+            predictor, examples, f'{name}:{split}', tta=tta,
             image_folder=os.path.join(output_dir, stem) if save_images
             else None),
     }
@@ -311,6 +324,20 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
     logging.info('Wrote %s.', path)
     results.append(result)
   return results
+
+
+def _validation_target(config: ml_collections.ConfigDict
+                       ) -> tuple[str, str, str, pipeline.Examples]:
+  """('validation', 'carve-out' or the validation_data, file stem, examples), the datasets prepared."""
+  pipeline.prepare_if_needed(config)  # The carve-out is drawn from the training data.
+  examples = pipeline.validation_examples(config)
+  if examples is None:
+    raise config_validation.ConfigError(
+        "--validation: the config has no validation data (validation_fraction=0"
+        " and validation_data=''). Set one of them as in training, or give"
+        ' --datasets.')
+  split = 'carve-out' if config.validation_fraction > 0 else config.validation_data
+  return 'validation', split, 'validation', examples
 
 
 def define_flags():
@@ -340,6 +367,10 @@ def define_flags():
       'manual_dirs', [], 'NAME=FOLDER items: the downloaded copy of each'
       ' dataset that config.manual_dirs lacks (needed until it is prepared).')
   flags.DEFINE_bool(
+      'validation', False, "Score the config's validation data (its carve-out"
+      ' of train_data, or validation_data) instead of test sets: compare TTA,'
+      ' models or recipes there; the test sets choose nothing.')
+  flags.DEFINE_bool(
       'tta', False, 'Average the predictions of the image and its left-right'
       ' and upside-down flips.')
   flags.DEFINE_bool(
@@ -365,7 +396,8 @@ def main(argv):
   results = run(args.workdir, datasets, config, checkpoint=checkpoint,
                 manual_dirs=manual_dirs, tta=args.tta,
                 save_images=args.save_images, batch_size=args.batch_size,
-                model=args.model, output_dir=args.output_dir)
+                model=args.model, output_dir=args.output_dir,
+                validation=args.validation)
   source = (f'Checkpoint {args.checkpoint} of {args.workdir}' if args.workdir
             else args.model or 'The shipped model')
   print(f'{source} (step {results[0]["checkpoint_step"]}), predictions at'

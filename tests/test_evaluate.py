@@ -18,6 +18,7 @@ from scipy import ndimage
 import pytest
 
 from resunetpp_jax import checkpointing
+from resunetpp_jax import cli
 from resunetpp_jax import evaluate
 from resunetpp_jax import inference
 from resunetpp_jax import literature_metrics
@@ -326,3 +327,31 @@ def test_evaluate_command_line_prints_a_table(trained_workdir):
   assert (written['checkpoint'], written['num_images']) == ('latest', 64)
   assert completed.stdout.endswith(
       evaluate.format_paper_table('resunetpp', [written], markdown=True) + '\n')
+
+
+def test_validation_scores_the_validation_data_the_run_trained_beside(trained_workdir, tmp_path):
+  # The workdir's config validates on synthetic_polyps:valid: --validation scores exactly that split.
+  (validation,) = evaluate.run(trained_workdir, [], validation=True, output_dir=str(tmp_path))
+  (valid_split,) = evaluate.run(trained_workdir, [('synthetic_polyps', 'valid')], output_dir=str(tmp_path))
+  assert (validation['dataset'], validation['split']) == ('validation', 'synthetic_polyps:valid')
+  assert validation['images'] == valid_split['images'] and validation['mdice'] == valid_split['mdice']
+  with open(tmp_path / 'validation.json') as f:
+    assert json.load(f)['examples'] == 'synthetic_polyps:valid (64)'
+
+  # A carve-out: the images held out of train_data by seed, none of those trained on.
+  config = checkpointing.load_config(trained_workdir)
+  config.update(train_data='synthetic_polyps:test', validation_data='', validation_fraction=0.25)
+  (carved,) = evaluate.run(trained_workdir, [], config, validation=True, output_dir=str(tmp_path))
+  names = {record['name'] for record in carved['images']}
+  expected = {x['name'] for x in pipeline.iterate_originals(pipeline.validation_examples(config))}
+  trained_on = {x['name'] for x in pipeline.iterate_originals(pipeline.training_examples(config))}
+  assert carved['split'] == 'carve-out' and names == expected and len(names) == 16 and not names & trained_on
+
+
+def test_validation_without_validation_data_or_with_datasets_is_refused(trained_workdir):
+  config = checkpointing.load_config(trained_workdir)
+  config.validation_data = ''
+  with pytest.raises(cli.UserError, match=r"--validation: the config has no validation data"):
+    evaluate.run(trained_workdir, [], config, validation=True)
+  with pytest.raises(cli.UserError, match='give one of them'):
+    evaluate.run(trained_workdir, [('synthetic_polyps', 'test')], validation=True)
