@@ -289,12 +289,13 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
         ' names other sets: give one of them.')
   config = data_config(config or checkpointing.load_config(workdir),
                        manual_dirs or {})
-  datasets = datasets or specs.parse_data(config.test_data, 'config.test_data',
-                                          specs.LIST)
-  if not datasets and not validation:
-    raise config_validation.ConfigError(
-        'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
-        ' config.test_data.')
+  if not validation:
+    datasets = datasets or specs.parse_data(config.test_data,
+                                            'config.test_data', specs.LIST)
+    if not datasets:
+      raise config_validation.ConfigError(
+          'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
+          ' config.test_data.')
   predictor = inference.Predictor.from_flags(workdir, model, checkpoint,
                                              batch_size)
   # (dataset, split, file stem, examples), each found (or prepared) before any is scored.
