@@ -172,10 +172,10 @@ class _Boundaries:
     is_last = step == self._total_steps
     is_eval = self._validation is not None and (step % self._eval_every == 0 or is_last)
     is_log = step % self.config.log_every_steps == 0 or is_eval or is_last
-    is_periodic_save = is_last or stopping or step % self.config.checkpoint_every_steps == 0
+    must_save = is_last or stopping or step % self.config.checkpoint_every_steps == 0
     if is_log:
       self._log(step, _host_sums(sums), state)
-    elif is_periodic_save:  # Never checkpoint a state that has gone non-finite.
+    elif must_save:  # Never checkpoint a state that has gone non-finite.
       self._check_finite(_host_sums({'loss': sums['loss']}), step)
     stop, metrics = stopping, None
     if is_eval:
@@ -184,7 +184,7 @@ class _Boundaries:
       stop = stop or early_stop
       metrics = {checkpointing.BEST_METRIC: eval_scalars['val/dice']}
     # An evaluation saves only a new best: a save held run 35's loop ~2 s, its validation 0.2 (scripts/PERF.md).
-    if is_periodic_save or stop or (metrics and self._checkpointer.improves_on_best(metrics)):
+    if must_save or stop or (metrics and self._checkpointer.improves_on_best(metrics)):
       with self._pause('checkpoint saves'):
         self._checkpointer.save(step, state, {'plateau': self.loop.to_json()}, train_iter, metrics=metrics)
     if is_log:
