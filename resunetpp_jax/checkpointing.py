@@ -161,7 +161,7 @@ class Checkpointer:
     # The item inference uses; configs saved before config.ema_decay existed keep no average.
     self._inference_item = 'ema' if config.get('ema_decay', 0.0) > 0 else 'model'
     self._bytes_needed = 0
-    self._best_val_dice = self._read_best_val_dice()
+    self._best_val_dice = None if read_only else self._read_best_val_dice()  # Only training saves.
 
   def save(self, step: int, state: dict[int, Any], loop_state: dict[str, Any],
            data_iterator: grain.DatasetIterator, metrics: dict[str, float] | None = None):

@@ -148,7 +148,7 @@ def data_config(config: ml_collections.ConfigDict,
 
 
 def evaluate_split(predictor: inference.Predictor,
-                   examples: pipeline.Examples, label: str, *,
+                   examples: pipeline.Examples, *,
                    tta: bool = False,
                    image_folder: str | None = None) -> dict[str, Any]:
   """Scores `predictor` on every image of `examples` (one dataset's split, or the validation data).
@@ -156,7 +156,6 @@ def evaluate_split(predictor: inference.Predictor,
   Args:
     predictor: the trained model.
     examples: the images and masks scored.
-    label: what they are, in the log and errors (e.g. 'kvasir_seg:pranet_test').
     tta: average flipped predictions.
     image_folder: where to write the per-image pictures; None writes none.
 
@@ -180,9 +179,9 @@ def evaluate_split(predictor: inference.Predictor,
         _write_pictures(image_folder, example['name'], example['image'],
                         example['mask'], prob >= THRESHOLD)
     logging.log_every_n_seconds(logging.INFO, '%s: %d images scored.', 10,
-                                label, len(records))
+                                examples.describe(), len(records))
   if not records:
-    raise ValueError(f'{label} holds no image.')
+    raise ValueError(f'{examples.describe()} holds no image.')
   return {**summarize(records), **papers.results(), 'images': records}
 
 
@@ -315,7 +314,7 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
         'checkpoint': str(checkpoint) if workdir else os.path.basename(model or 'shipped'),
         'checkpoint_step': predictor.step, 'tta': tta, 'threshold': THRESHOLD,
         **evaluate_split(
-            predictor, examples, f'{name}:{split}', tta=tta,
+            predictor, examples, tta=tta,
             image_folder=os.path.join(output_dir, stem) if save_images
             else None),
     }

@@ -8,11 +8,11 @@ writes TensorBoard summaries and a progress bar on process 0. One run at a time 
 the workdir (`workdir_lock`); SIGTERM or Ctrl-C ends it with a checkpoint of the
 step it was in (`preemption`).
 """
+import concurrent.futures
 import contextlib
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -71,25 +71,19 @@ class _FirstBatchEarly:
 
   def __init__(self, train_iter: grain.DatasetIterator):
     self._train_iter = train_iter
-    self._first = None
-    self._thread = threading.Thread(target=self._fetch, name='first-training-batch', daemon=True)
-    self._thread.start()
+    executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='first-training-batch')
+    self._first = executor.submit(self._fetch)
+    executor.shutdown(wait=False)  # Its one task still runs.
 
   def _fetch(self):
-    try:
-      self._first = (next(self._train_iter), None)
-    except BaseException as error:  # pylint: disable=broad-except  # Raised where the batch is taken.
-      self._first = (None, error)
+    return next(self._train_iter)
 
   def __iter__(self):
     start = time.perf_counter()
-    self._thread.join()
+    first = self._first.result()  # Raises what the fetch raised.
     logging.info('First training batch after %.1f s more (the data-loader workers start during the compile).',
                  time.perf_counter() - start)
-    batch, error = self._first
-    if error is not None:
-      raise error
-    yield batch
+    yield first
     yield from self._train_iter
 
 

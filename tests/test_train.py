@@ -338,7 +338,7 @@ def test_the_first_batch_is_fetched_while_the_train_step_compiles(tiny_config, t
 
   def fetch(self):
     fetch_started.set()
-    real_fetch(self)
+    return real_fetch(self)
 
   class CompilesOnlyOnceTheFetchStarted:
     def __init__(self, jitted):
