@@ -232,7 +232,8 @@ def main(argv: list[str]) -> int:
     raise cli.UserError(f'Cannot write --output={args.output} ({error.strerror or error}); choose a writable'
                         ' folder.') from error
   size_mb = pathlib.Path(args.output).stat().st_size / 2**20
-  print(f'Wrote {args.output} ({size_mb:.1f} MB) from the {source}: input {values["input"]}, image_size'
+  origin = source.partition(', model card ')[0]  # The card (its per-image scores too) stays in the metadata.
+  print(f'Wrote {args.output} ({size_mb:.1f} MB) from the {origin}: input {values["input"]}, image_size'
         f' {values["image_size"]}; output {values["output"]}.')
   return 0
 

@@ -65,7 +65,7 @@ def main(argv):
   del argv
   card = write_card(_MODEL.value, _EVAL_DIR.value, _MACHINE.value, _MINUTES.value, _NOTE.value)
   print(json.dumps(card, indent=2))
-  print(f'{_MODEL.value}: card written ({len(card["scores"])} test sets, commit {card["commit"]}).')
+  print(f'{_MODEL.value}: card written (scores of {", ".join(card["scores"])}; commit {card["commit"]}).')
 
 
 if __name__ == '__main__':

@@ -1,12 +1,14 @@
 r"""The README's Results figures: validation Dice against wall-clock minutes (or steps), and a few test predictions.
 
-  python -m scripts.results_figures --run=DIR --model=resunetpp_jax/weights/polyp.safetensors \
+  python -m scripts.results_figures --run=DIR[,DIR2] --model=resunetpp_jax/weights/polyp.safetensors \
       --images=../shared/data/Kvasir-SEG --names=NAME1,NAME2,NAME3 --output=docs/
 
 `--run` holds what scripts/device/train_polyp.sh returned: `run.json` and `events.out.tfevents.polyp` (or, where
 events did not come back, `train.log`; scripts/validation_curve.py). Minutes count from the training process's start
-(`run.json`'s process_start), so compile and data preparation are in the curve. A run resumed across processes
-(paused, preempted) has no such span: `--x=steps --run=WORKDIR/tensorboard` plots against the step.
+(`run.json`'s process_start), so compile and data preparation are in the curve. A run stopped at one call's deadline
+and resumed in the next gives one folder per process, in order: its minutes are the time its processes took
+(`validation_curve.minutes_across_processes`). A run resumed across processes without those files (paused,
+preempted) has no such span: `--x=steps --run=WORKDIR/tensorboard` plots against the step.
 The prediction figure has one row per image: image | ground truth | prediction at the image's original size, with
 its Dice. Needs the `figures` extra (matplotlib) and tensorboard (in the `test` extra).
 """
@@ -26,7 +28,8 @@ from scripts import validation_curve
 matplotlib.use('Agg')
 from matplotlib import pyplot  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_RUN = flags.DEFINE_string('run', None, 'Folder with events.out.tfevents.polyp and run.json.', required=True)
+_RUN = flags.DEFINE_list('run', None, 'Folder with events.out.tfevents.polyp and run.json; several: the processes '
+                         'of one run, in order.', required=True)
 _MODEL = flags.DEFINE_string('model', None, 'Model file (.safetensors or .onnx); default: the shipped one.')
 _IMAGES = flags.DEFINE_string('images', None, 'A dataset folder with images/ and masks/.', required=True)
 _NAMES = flags.DEFINE_list('names', None, 'Image names (no extension) of test images to show.', required=True)
@@ -36,18 +39,21 @@ _X_AXIS = flags.DEFINE_enum('x', 'minutes', ['minutes', 'steps'],
                             "'steps' for a run resumed across processes (--run: its workdir's tensorboard/).")
 
 
-def plot_validation_dice(run_dir: str, path: str, x_axis: str = 'minutes') -> list[tuple[float, float]]:
+def plot_validation_dice(run_dirs: list[str], path: str, x_axis: str = 'minutes') -> list[tuple[float, float]]:
   """Writes the curve; returns its (minutes or step, val Dice) points."""
-  start = None  # A workdir's tensorboard/ has no run.json: steps only.
-  if x_axis == 'minutes' or os.path.exists(os.path.join(run_dir, 'run.json')):
-    with open(os.path.join(run_dir, 'run.json')) as f:
-      start = json.load(f)['process_start']
-  curve = validation_curve.read(run_dir, start)
   if x_axis == 'minutes':
-    points = [((p.wall_time - start) / 60, p.dice) for p in curve]
-    label = 'minutes since the training process started'
+    points = validation_curve.minutes_across_processes(run_dirs)
+    label = ('minutes since the training process started' if len(run_dirs) == 1 else
+             "minutes in the training processes (the pause between them left out)")
   else:
-    points = [(p.step, p.dice) for p in curve]
+    points = []
+    for run_dir in run_dirs:  # A workdir's tensorboard/ has no run.json: steps only.
+      run_json = os.path.join(run_dir, validation_curve.RUN_NAME)
+      start = None
+      if os.path.exists(run_json):
+        with open(run_json) as f:
+          start = json.load(f)['process_start']
+      points += [(p.step, p.dice) for p in validation_curve.read(run_dir, start)]
     label = 'training step'
   figure, axes = pyplot.subplots(figsize=(6, 3.5))
   axes.plot(*zip(*points), marker='o')

@@ -7,6 +7,7 @@ GPU machine's local time, UTC.
 """
 import dataclasses
 import datetime
+import json
 import os
 import re
 
@@ -14,6 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 EVENTS_NAME = 'events.out.tfevents.polyp'
 LOG_NAME = 'train.log'
+RUN_NAME = 'run.json'
 _VALIDATION_LINE = re.compile(r'^I\d{4} (\d\d):(\d\d):(\d\d\.\d+) .* step (\d+) validation: .*\bdice ([0-9.]+)')
 
 
@@ -62,3 +64,21 @@ def read(run_dir: str, process_start: float | None) -> list[Point]:
     return from_events(run_dir)
   raise FileNotFoundError(f'{run_dir} holds neither {EVENTS_NAME}, {LOG_NAME} nor TensorBoard events: pass the '
                           'folder a GPU call of scripts/device/train_polyp.sh returned, or a workdir\'s tensorboard/.')
+
+
+def minutes_across_processes(run_dirs: list[str]) -> list[tuple[float, float]]:
+  """(minutes, validation Dice) of one run trained by the processes whose call folders are `run_dirs`, in order.
+
+  Each folder holds `run.json` (`process_start`, `training_end`: the process's start and its final checkpoint) and
+  that process's events or log. A process's minutes count from its own start, after the minutes of the processes
+  before it, so a run stopped at a call's deadline and resumed in the next reads as the time its processes took,
+  without the pause between them.
+  """
+  points, offset = [], 0.0
+  for run_dir in run_dirs:
+    with open(os.path.join(run_dir, RUN_NAME)) as f:
+      run = json.load(f)
+    start = run['process_start']
+    points += [(offset + (p.wall_time - start) / 60, p.dice) for p in read(run_dir, start)]
+    offset += (run['training_end'] - start) / 60
+  return points

@@ -1,5 +1,6 @@
 """The Results curve read back from what a GPU call returns: its ResUNet++ events, or its log where they are missing."""
 import datetime
+import json
 import os
 
 import pytest
@@ -39,3 +40,18 @@ def test_the_call_events_are_read_alone_not_mixed_with_the_baseline_events(tmp_p
 def test_a_folder_without_events_or_log_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match=str(tmp_path)):
     validation_curve.read(os.fspath(tmp_path), _START)
+
+
+def test_a_run_resumed_in_a_second_process_continues_after_the_first_process_minutes(tmp_path):
+  first, second = tmp_path / 'first', tmp_path / 'second'
+  first.mkdir()
+  second.mkdir()
+  (first / 'train.log').write_text(_LOG)  # Validations 81.15 s and 185.25 s after its start.
+  (first / 'run.json').write_text(json.dumps({'process_start': _START, 'training_end': _START + 240}))
+  (second / 'train.log').write_text(
+      'I1205 01:00:30.000000 7 train.py:235] step 243 validation: loss 2.6 dice 0.5000 iou 0.3\n')
+  resumed = _START + 3720  # 58 minutes after the first process ended.
+  (second / 'run.json').write_text(json.dumps({'process_start': resumed, 'training_end': resumed + 60}))
+  points = validation_curve.minutes_across_processes([os.fspath(first), os.fspath(second)])
+  assert [d for _, d in points] == [0.4371, 0.3993, 0.5]
+  assert [m for m, _ in points] == pytest.approx([81.153814 / 60, 185.25 / 60, 4 + 0.5])

@@ -8,19 +8,23 @@
 # with data preparation and cold compiles, 24 s after, 2 CPU cores, 2026-12-04):
 #   POLYP_OVERRIDES="--config.filters=8,16,32 --config.image_size=64,64 --config.num_train_steps=6 \
 #     --config.eval_every_steps=3 --config.batch_size=4 --config.num_workers=0" bash scripts/device/train_polyp.sh
-# Then one device call: command "bash scripts/device/train_polyp.sh", carry [".carry", ".whl"], timeout_s 600.
+# The shipped weights (18 MB, tracked) do not fit beside the data and wheels in the 64 MiB a call carries, and the
+# GPU run does not need them: leave them behind on a throw-away branch for the call (session 17 did), then return:
+#   git switch -c device-call && git rm -q resunetpp_jax/weights/polyp.safetensors && git commit -qm 'device call'
+#   ... the device call: command "bash scripts/device/train_polyp.sh", carry [".carry", ".whl"], timeout_s 600 ...
+#   git switch main && git branch -D device-call
 #
-# The time the ResUNet++ leaves of the call goes to a baseline (POLYP_THEN, default unet; '' for none): the same
+# The time the recipe's run leaves of the call goes to a baseline (POLYP_THEN, default unet; '' for none): the same
 # command with --config.model=$POLYP_THEN on the data already prepared, stopped by SIGTERM (it checkpoints first) at
 # POLYP_DEADLINE_S (540) seconds after the script's start if unfinished; it starts only if 90 s are left. Its minutes
 # are not the recipe's (it queues behind the other run); its curve, to the step it reached, compares step for step
-# (the same fixed schedule). A call for the two baselines alone (run 35 left the U-Net 46 s, under the 90):
-#   POLYP_OVERRIDES="--config.model=unet" POLYP_WORKDIR=workdirs/polyp_unet POLYP_THEN=unetpp \
-#     bash scripts/device/train_polyp.sh     # the U-Net's parts are then model.part-*, the UNet++'s unetpp.part-*
+# (the same fixed schedule). A run stopped at the deadline resumes in a second call on the still-warm machine (its
+# workdir and data stay; session 17 finished the UNet++ so, 69 s): POLYP_OVERRIDES="--config.model=M"
+# POLYP_WORKDIR=<its workdir> POLYP_THEN= bash scripts/device/train_polyp.sh (its parts then come back as model.part-*).
 #
-# $OUT gets, as the runs go (7 files at most; 8 come back): train.log (both runs), run.json (GPU, times, hashes),
-# the TensorBoard events (events.out.tfevents.polyp and .unet), and each model file (float16 safetensors: ~21 MB
-# the ResUNet++, ~16 MB the U-Net) in parts of 15 MiB (model.part-*, unet.part-*), exported from the newest
+# $OUT gets, as the runs go (8 files at most; 8 come back): train.log (both runs), run.json (GPU, times, hashes),
+# the TensorBoard events (events.out.tfevents.polyp and .unet), and each model file (float16 safetensors: ~17 MiB
+# the UNet++, ~21 the ResUNet++, ~15 the U-Net) in parts of 15 MiB (model.part-*, unet.part-*), exported from the newest
 # checkpoint every few minutes on the CPU and once more at each run's end. Then, here (DIR: the call's files_at):
 #   python -m scripts.device.join_model --parts=DIR --output=/tmp/gpu.safetensors    # checks the hash
 #   python -m scripts.device.join_model --parts=DIR --name=unet --output=/tmp/gpu_unet.safetensors  # the baseline
@@ -32,9 +36,10 @@
 #   (the baseline: the same evaluate with --model=/tmp/gpu_unet.safetensors --output_dir=/tmp/gpu_unet_eval; if
 #   run.json's then.stopped_at_deadline, report it as stopped at its step, not as the recipe's result)
 #   Which model ships is decided on the validation carve-out, never the test sets: the same evaluate with
-#   --validation instead of --datasets, for the new file and for the shipped one (no --model): .823 mDice, 2026-12-04.
+#   --validation instead of --datasets, for the new file and for the shipped one (no --model): .870 mDice, 2026-12-04.
 #   cp /tmp/gpu.safetensors resunetpp_jax/weights/polyp.safetensors   # only if it beats the shipped one there
-#   python -m scripts.results_figures --run=DIR --images=../shared/data/Kvasir-SEG --names=... --output=docs/
+#   python -m scripts.results_figures --run=DIR[,DIR2 of a resumed run] --images=../shared/data/Kvasir-SEG \
+#     --names=... --output=docs/
 # and rewrite the README's Results and Model card from the printed card.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -78,6 +83,14 @@ watch_run() {  # $1-$3 as train's. Events every 30 s; the newest checkpoint expo
   done
 }
 
+note_caches() {  # $1: 'before' or 'after' a run. Which on-disk cache fills while a fresh machine loses its first
+  local dir size  # minute (scripts/PERF.md, "Change 11 measured"): the CUDA driver's JIT cache is the first suspect.
+  for dir in "${CUDA_CACHE_PATH:-$HOME/.nv/ComputeCache}" "$HOME/.cache/resunetpp_jax/xla" "$HOME/.triton/cache"; do
+    size=$(du -sk "$dir" 2>/dev/null | cut -f1)
+    echo "cache $1 the run: ${size:-0} KiB in $dir $(date +%s.%N)" >>"$OUT/train.log"
+  done
+}
+
 train() {  # $1: workdir, $2: parts name, $3: events suffix, $4: seconds before SIGTERM (0: none); then extra flags.
   local workdir=$1 parts=$2 events=$3 seconds=$4 watcher status
   shift 4
@@ -85,6 +98,7 @@ train() {  # $1: workdir, $2: parts name, $3: events suffix, $4: seconds before 
   watcher=$!
   # No validation overlays in TensorBoard: 45 evaluations of 8 at 288x384 made the first call's events file 16+ MiB,
   # too large to come back; the scalars are what the curve needs.
+  note_caches before
   # shellcheck disable=SC2086
   timeout --signal=TERM "$seconds" python3 -u -m resunetpp_jax.main --config=configs/polyp.py --workdir="$workdir" \
     --config.manual_dirs="kvasir_seg=$PWD/.carry/data/Kvasir-SEG,cvc_clinicdb=$PWD/.carry/data/CVC-ClinicDB" \
@@ -92,6 +106,7 @@ train() {  # $1: workdir, $2: parts name, $3: events suffix, $4: seconds before 
     >>"$OUT/train.log" 2>&1
   status=$?
   train_end=$(date +%s.%N)  # Before the final export: the run's minutes end at its last checkpoint.
+  note_caches after
   kill "$watcher" 2>/dev/null
   copy_events "$workdir" "$events"
   export_model "$workdir" "$parts" final
@@ -108,7 +123,7 @@ write_run_json() {  # $1: the baseline's entries (JSON, with a leading comma) or
 EOF
 }
 
-train_baseline() {  # The time the ResUNet++ left goes to $THEN (see the header).
+train_baseline() {  # The time the recipe's run left goes to $THEN (see the header).
   local left then_start then_status stopped
   left=$(python3 -c "print(int($script_start + $DEADLINE_S - $(date +%s.%N)))")
   if [ "$left" -lt 90 ]; then
