@@ -35,8 +35,8 @@ _IMAGES = flags.DEFINE_string('images', None, 'A dataset folder with images/ and
 _NAMES = flags.DEFINE_list('names', None, 'Image names (no extension) of test images to show.', required=True)
 _OUTPUT = flags.DEFINE_string('output', 'docs', 'Folder for the two PNG files.')
 _X_AXIS = flags.DEFINE_enum('x', 'minutes', ['minutes', 'steps'],
-                            "The curve's x axis: 'minutes' for one uninterrupted process (--run holds run.json), "
-                            "'steps' for a run resumed across processes (--run: its workdir's tensorboard/).")
+                            "The curve's x axis: 'minutes' (--run: the calls' folders, each with run.json), "
+                            "'steps' also for a run resumed without them (--run: its workdir's tensorboard/).")
 
 
 def plot_validation_dice(run_dirs: list[str], path: str, x_axis: str = 'minutes') -> list[tuple[float, float]]:

@@ -52,7 +52,7 @@ def from_log(path: str, process_start: float) -> list[Point]:
 
 
 def read(run_dir: str, process_start: float | None) -> list[Point]:
-  """A call's folder: its ResUNet++ events where they came back, else its log. A workdir's tensorboard/: its events
+  """A call's folder: its recipe run's events where they came back, else its log. A workdir's tensorboard/: its events
   (`process_start` unused)."""
   events = os.path.join(run_dir, EVENTS_NAME)
   if os.path.exists(events):

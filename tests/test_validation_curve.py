@@ -1,4 +1,4 @@
-"""The Results curve read back from what a GPU call returns: its ResUNet++ events, or its log where they are missing."""
+"""The Results curve read back from what GPU calls return: their recipe run's events, or the log without them."""
 import datetime
 import json
 import os
