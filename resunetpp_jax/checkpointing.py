@@ -8,8 +8,8 @@ plateau factor included), 'loop' (plateau / early-stopping bookkeeping, JSON) an
 in its place. Saves are asynchronous and atomic (orbax writes a temporary folder
 and renames it when complete). Training saves every `checkpoint_every_steps`, at its
 end or stop, and after an evaluation that beats the best validation Dice kept
-(`improves_on_best`): each save holds the loop for ~2 s on a GPU host, more than
-a validation. The preservation policy keeps the last `keep_checkpoints` AND the
+(`improves_on_best`): a save held the loop ~2 s for the ResUNet++ on an H200
+(0.3-0.45 s for the smaller U-Net and UNet++), more than a validation. The preservation policy keeps the last `keep_checkpoints` AND the
 best `keep_best_checkpoints` by validation Dice, so a restart never deletes the best.
 
 Faults end in one `cli.UserError` each: a full disk (`DiskFullError`, checked

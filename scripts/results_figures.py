@@ -12,7 +12,6 @@ preempted) has no such span: `--x=steps --run=WORKDIR/tensorboard` plots against
 The prediction figure has one row per image: image | ground truth | prediction at the image's original size, with
 its Dice. Needs the `figures` extra (matplotlib) and tensorboard (in the `test` extra).
 """
-import json
 import os
 
 from absl import app
@@ -48,12 +47,8 @@ def plot_validation_dice(run_dirs: list[str], path: str, x_axis: str = 'minutes'
   else:
     points = []
     for run_dir in run_dirs:  # A workdir's tensorboard/ has no run.json: steps only.
-      run_json = os.path.join(run_dir, validation_curve.RUN_NAME)
-      start = None
-      if os.path.exists(run_json):
-        with open(run_json) as f:
-          start = json.load(f)['process_start']
-      points += [(p.step, p.dice) for p in validation_curve.read(run_dir, start)]
+      run = validation_curve.read_run(run_dir)
+      points += [(p.step, p.dice) for p in validation_curve.read(run_dir, run and run['process_start'])]
     label = 'training step'
   figure, axes = pyplot.subplots(figsize=(6, 3.5))
   axes.plot(*zip(*points), marker='o')

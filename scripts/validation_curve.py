@@ -66,6 +66,16 @@ def read(run_dir: str, process_start: float | None) -> list[Point]:
                           'folder a GPU call of scripts/device/train_polyp.sh returned, or a workdir\'s tensorboard/.')
 
 
+def read_run(run_dir: str) -> dict | None:
+  """A call folder's `run.json` (process_start, training_end, ...); None for a folder without one (a workdir's
+  tensorboard/)."""
+  path = os.path.join(run_dir, RUN_NAME)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def minutes_across_processes(run_dirs: list[str]) -> list[tuple[float, float]]:
   """(minutes, validation Dice) of one run trained by the processes whose call folders are `run_dirs`, in order.
 
@@ -76,8 +86,9 @@ def minutes_across_processes(run_dirs: list[str]) -> list[tuple[float, float]]:
   """
   points, offset = [], 0.0
   for run_dir in run_dirs:
-    with open(os.path.join(run_dir, RUN_NAME)) as f:
-      run = json.load(f)
+    run = read_run(run_dir)
+    if run is None:
+      raise FileNotFoundError(f'{run_dir} has no {RUN_NAME}: minutes need the process start a GPU call records.')
     start = run['process_start']
     points += [(offset + (p.wall_time - start) / 60, p.dice) for p in read(run_dir, start)]
     offset += (run['training_end'] - start) / 60
