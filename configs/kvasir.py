@@ -1,27 +1,24 @@
-"""The original recipe on Kvasir-SEG: 288x384, batch 8, NAdam 1e-5, Dice over 4 heads, 250 epochs.
+"""The original Keras recipe on Kvasir-SEG: 288x384, batch 8, NAdam 1e-5, Dice over 4 heads, 250 epochs.
 
-Run:
+Data: the official Kvasir-SEG download (`images/*.jpg`, `masks/*.jpg`) or the PraNet layout, split 80/10/10 with seed
+42 as the original did (800/100/100: `train`, `valid`, `test`). Augmentation: the original's 25 transforms plus
+identity, drawn online per example per epoch; `epoch_multiplier=26` keeps the original's epoch (26 x 800 images). The
+validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20). The 8
+data-loader workers (~56 images/s each) feed a GPU's bf16 step; lower --config.num_workers on a host with fewer cores.
+
+  resunetpp train --config=kvasir --workdir=workdirs/kvasir --config.manual_dirs=kvasir_seg=/path/to/Kvasir-SEG
   python -m resunetpp_jax.main --config=configs/kvasir.py --workdir=workdirs/kvasir \
       --config.manual_dirs=kvasir_seg=/path/to/Kvasir-SEG
 
-Data: the official Kvasir-SEG download (`images/*.jpg`, `masks/*.jpg`) or the PraNet layout, split 80/10/10 at
-random with seed 42 as the original did (800/100/100: `train` to train, `valid` to validate, `test` to evaluate).
-Augmentation: the original's 25 transforms plus identity, drawn online per example per epoch; `epoch_multiplier=26`
-reproduces the original's epoch length (26 x 800 images).
-The validation loss drives the learning-rate plateau (/10 after 5 evaluations) and early stopping (after 20).
-
-Expected time: up to 650,000 steps (250 epochs x 2,600 steps) unless early stopping ends it first; at the bf16
-step rates measured back to back at batch 8 (scripts/PERF.md: 234 img/s on an H100, 260 on an H200) that is about
-6.2 h on an H100 and 5.5 h on an H200 with --config.dtype=bfloat16; float32 ran at about half the bf16 rate
-(PERF.md, call A). The input pipeline makes ~56 images/s per worker core with the original augmentation (PERF.md),
-so the 8 workers below feed the bf16 step with room to spare; lower --config.num_workers on a host with fewer cores.
-Expected result: not yet measured with this code (no full run has been made).
+Expected: up to 650,000 steps (250 x 2,600) unless early stopping ends it, about 6 h on an H100 or 5.5 h on an H200
+with --config.dtype=bfloat16 at the step rates of docs/records/PERF.md (float32 about half as fast); result not yet
+measured (no full run has been made).
 """
-from resunetpp_jax import default_config
+from resunetpp_jax.config import defaults
 
 
 def get_config():
-  config = default_config.get_default_config()
+  config = defaults.get_default_config()
   config.train_data = 'kvasir_seg:train'
   config.validation_data = 'kvasir_seg:valid'
   config.test_data = 'kvasir_seg:test'

@@ -1,22 +1,20 @@
 """The built-in demo: a procedural polyp dataset, no download, a few minutes on 2 CPU cores.
 
-Run:
+The data (textured background, blob-shaped polyps, exact masks) is generated once by a TFDS builder and read through
+the same grain pipeline as the real datasets. The network is the full nested ResUNet++ at a quarter of the width, on
+64x64 images, trained for 240 steps with a cosine schedule to zero.
+
+  resunetpp train --config=synthetic --workdir=workdirs/synthetic
   python -m resunetpp_jax.main --config=configs/synthetic.py --workdir=workdirs/synthetic
 
-The data (textured background, blob-shaped polyps, exact masks) is generated once
-by a TFDS builder and read through the same grain pipeline as the real datasets.
-The model is the full nested architecture at a quarter of the width, on 64x64
-images.
-
-Expected (2 CPU cores, 2026-12-02, a fresh clone on a machine whose data and compile caches were warm): 240 steps
-in 3.8 minutes (3 min 49 s); validation Dice 0.909 at step 60, 0.9638 at step 240. On a fresh machine the data is
-generated and the step compiled first (5.4 minutes on 2026-11-27).
+Expected: about 4 minutes on 2 CPU cores (5.4 on a fresh machine, which first generates the data and compiles);
+validation Dice .96 at step 240 (docs/results.md, "The demo").
 """
-from resunetpp_jax import default_config
+from resunetpp_jax.config import defaults
 
 
 def get_config():
-  config = default_config.get_default_config()
+  config = defaults.get_default_config()
   config.train_data = 'synthetic_polyps:train'
   config.validation_data = 'synthetic_polyps:valid'
   config.test_data = 'synthetic_polyps:test'

@@ -13,7 +13,7 @@ import time
 from absl import app
 from absl import flags
 
-from resunetpp_jax import default_config
+from resunetpp_jax.config import defaults
 from resunetpp_jax.data import pipeline
 
 _TRAIN_DATA = flags.DEFINE_string(
@@ -44,7 +44,7 @@ def measure(config, num_batches: int) -> tuple[float, float]:
 
 def main(argv):
   del argv
-  config = default_config.get_default_config()
+  config = defaults.get_default_config()
   config.update(dict(
       train_data=_TRAIN_DATA.value, manual_dirs=_MANUAL_DIRS.value,
       data_dir=_DATA_DIR.value, augment=_AUGMENT.value,

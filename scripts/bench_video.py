@@ -30,14 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resunetpp_jax import checkpointing
-from resunetpp_jax import compilation_cache
-from resunetpp_jax import default_config
-from resunetpp_jax import inference
 from resunetpp_jax import models
-from resunetpp_jax import video
 from resunetpp_jax import visualize
+from resunetpp_jax.checkpoints import workdir_config
+from resunetpp_jax.config import defaults
 from resunetpp_jax.data.synthetic_polyps import render
+from resunetpp_jax.inference import predictor as predictor_lib
+from resunetpp_jax.inference import video
+from resunetpp_jax.runtime import compilation_cache
 
 _HEIGHT = flags.DEFINE_integer('height', 1080, 'Video height.')
 _WIDTH = flags.DEFINE_integer('width', 1920, 'Video width.')
@@ -70,18 +70,18 @@ class _Ellipse(nnx.Module):
     return [jnp.broadcast_to(self.logits[...], (*x.shape[:3], 1))]
 
 
-def _predictor() -> inference.Predictor:
+def _predictor() -> predictor_lib.Predictor:
   if _NO_NETWORK.value:
-    config = default_config.get_default_config()
-    return inference.Predictor(_Ellipse(tuple(config.image_size)), config, batch_size=_BATCH_SIZE.value)
+    config = defaults.get_default_config()
+    return predictor_lib.Predictor(_Ellipse(tuple(config.image_size)), config, batch_size=_BATCH_SIZE.value)
   if _WORKDIR.value:
-    config = checkpointing.load_config(_WORKDIR.value)
+    config = workdir_config.load_config(_WORKDIR.value)
     compilation_cache.enable(config.compilation_cache_dir)
-    return inference.Predictor.from_workdir(_WORKDIR.value, batch_size=_BATCH_SIZE.value)
-  config = default_config.get_default_config()
+    return predictor_lib.Predictor.from_workdir(_WORKDIR.value, batch_size=_BATCH_SIZE.value)
+  config = defaults.get_default_config()
   compilation_cache.enable(config.compilation_cache_dir)
   model = models.create_model(config, nnx.Rngs(config.seed))
-  return inference.Predictor(model, config, batch_size=_BATCH_SIZE.value)
+  return predictor_lib.Predictor(model, config, batch_size=_BATCH_SIZE.value)
 
 
 def _network_name() -> str:
@@ -118,18 +118,18 @@ def main(argv):
     frames = [frame.image for frame in video.read_frames(capture, info, path)]
     decode = 1000 * (time.perf_counter() - start) / len(frames)
     capture.release()
-    resized, resize = _ms_per_frame(lambda image: inference.resize_image(image, size), frames)
+    resized, resize = _ms_per_frame(lambda image: predictor_lib.resize_image(image, size), frames)
     start = time.perf_counter()
     small = []
     for first in range(0, len(resized), predictor.batch_size):
       small += predictor.predict_proba(resized[first:first + predictor.batch_size])
     model = 1000 * (time.perf_counter() - start) / len(resized)
     probabilities, resize_back = _ms_per_frame(
-        lambda p: inference.resize_map(p, (height, width)), small)
+        lambda p: predictor_lib.resize_map(p, (height, width)), small)
     rows, statistics = _ms_per_frame(lambda p: video.frame_row(0, fps, p), probabilities)
     foreground = np.mean([float(row[video.CSV_COLUMNS.index('foreground_fraction')]) for row in rows])
     overlays, overlay = _ms_per_frame(
-        lambda pair: cv2.cvtColor(visualize.overlay(pair[0], pair[1] >= inference.THRESHOLD),
+        lambda pair: cv2.cvtColor(visualize.overlay(pair[0], pair[1] >= predictor_lib.THRESHOLD),
                                   cv2.COLOR_RGB2BGR), list(zip(frames, probabilities)))
     writer = cv2.VideoWriter(os.path.join(folder, 'encode.mp4'), cv2.VideoWriter_fourcc(*video.OVERLAY_FOURCC),
                              fps, (width, height))

@@ -3,7 +3,7 @@ r"""Throughput, compile time and memory of the real training and evaluation step
   python -m scripts.benchmark --batches=8,32 --dtypes=bfloat16,float32 \
       --compilation_cache_dir=/tmp/xla_cache --out=bench.jsonl
 
-(from the repository root; scripts/gpu_check.sh runs it beside the PyTorch peer).
+(from the repository root; tools/device/gpu_check.sh runs it beside the PyTorch peer).
 
 It times the code `main` runs, not a copy: the state comes from
 `train_state.create_train_state`, the steps from `steps.jit_train_step` and
@@ -33,18 +33,19 @@ import json
 import os
 import re
 import statistics
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
 from absl import app
 from absl import flags
 import jax
 import numpy as np
 
-from resunetpp_jax import compilation_cache
-from resunetpp_jax import default_config
-from resunetpp_jax import sharding
-from resunetpp_jax import steps
-from resunetpp_jax import train_state
+from resunetpp_jax.config import defaults
+from resunetpp_jax.runtime import compilation_cache
+from resunetpp_jax.training import sharding
+from resunetpp_jax.training import state as train_state
+from resunetpp_jax.training import steps
 
 _PROFILED_STEPS = 3
 
@@ -61,7 +62,7 @@ _SET = flags.DEFINE_multi_string(
     'set', [], 'A config override KEY=VALUE (a Python literal or a bare string), e.g. '
     '--set=deep_supervision=False; repeatable. Recorded in the JSON lines.')
 _CACHE_DIR = flags.DEFINE_string(
-    'compilation_cache_dir', default_config.get_default_config().compilation_cache_dir,
+    'compilation_cache_dir', defaults.get_default_config().compilation_cache_dir,
     "Persistent compilation cache ('' disables it); a fresh folder measures a cold compile.")
 _PROFILE_DIR = flags.DEFINE_string(
     'profile_dir', '', 'Trace a few train steps of the first measurement into this folder (jax.profiler).')
@@ -70,7 +71,7 @@ _HLO_DIR = flags.DEFINE_string(
 
 
 def _config(batch_size: int, dtype: str, overrides: dict[str, Any]):
-  config = default_config.get_default_config()
+  config = defaults.get_default_config()
   height, width = (int(s) for s in _HW.value.lower().split('x'))
   config.image_size = (height, width)
   config.batch_size = batch_size
@@ -84,7 +85,7 @@ def _config(batch_size: int, dtype: str, overrides: dict[str, Any]):
 
 def _overrides() -> dict[str, Any]:
   """--set's KEY=VALUE pairs; a key the config does not have is an error, not a silently added key."""
-  known = default_config.get_default_config()
+  known = defaults.get_default_config()
   overrides = {}
   for item in _SET.value:
     key, _, text = item.partition('=')

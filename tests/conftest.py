@@ -97,7 +97,7 @@ def trained_workdir(synthetic_data_dir, session_cache_dir, tmp_path_factory) -> 
   Its config.json names the session's compilation cache, so the evaluate and predict
   programs that tests start reuse what this process compiled.
   """
-  from resunetpp_jax import train  # pylint: disable=import-outside-toplevel
+  from resunetpp_jax.training import loop
   config = tiny_synthetic_config(synthetic_data_dir, session_cache_dir)
   config.augment = 'none'
   config.num_train_steps = TRAINED_STEPS
@@ -105,5 +105,13 @@ def trained_workdir(synthetic_data_dir, session_cache_dir, tmp_path_factory) -> 
   config.checkpoint_every_steps = TRAINED_STEPS
   config.num_eval_images_logged = 2
   workdir = tmp_path_factory.mktemp('trained_workdir')
-  train.train_and_evaluate(config, str(workdir))
+  loop.train_and_evaluate(config, str(workdir))
   return str(workdir)
+
+
+def pytest_collection_modifyitems(items):
+  """Marks every test that reads ../shared (through the `shared_dir` fixture) `shared_data`, so that
+  `-m "not shared_data"` leaves them out without a skip each."""
+  for item in items:
+    if 'shared_dir' in getattr(item, 'fixturenames', ()):
+      item.add_marker(pytest.mark.shared_data)

@@ -10,7 +10,7 @@ def polyp_features() -> tfds.features.FeaturesDict:
 
   Why the image is stored decoded: reading it is then a copy (0.4 ms for Kvasir-SEG's typical 620x530) instead
   of a PNG decode (6-12 ms), which was the largest cost per example of the training input pipeline
-  (scripts/PERF.md); the price is about 2.5x the disk of PNG. Masks compress ~100x and decode in under 1 ms,
+  (docs/records/PERF.md); the price is about 2.5x the disk of PNG. Masks compress ~100x and decode in under 1 ms,
   so they stay PNG (viewable as pictures); readers binarize them. `name` is the source file name without
   extension; `height` and `width` are the original size, for resizing predictions back.
   """

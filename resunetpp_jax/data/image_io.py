@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 import tifffile
 
-from resunetpp_jax import cli
+from resunetpp_jax import errors
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff')
 MASK_THRESHOLD = 128
@@ -48,7 +48,7 @@ flags.DEFINE_integer(
 Image.MAX_IMAGE_PIXELS = None
 
 
-class ImageReadError(cli.UserError, ValueError):
+class ImageReadError(errors.UserError, ValueError):
   """A file could not be read as an image or mask."""
 
 

@@ -29,9 +29,9 @@ import grain
 import ml_collections
 import numpy as np
 
-from resunetpp_jax import config_validation
+from resunetpp_jax import errors
 from resunetpp_jax.data import augment
-from resunetpp_jax.data import builders
+from resunetpp_jax.data import registry
 from resunetpp_jax.data import specs
 
 # Every example exactly once, for cross-dataset evaluation.
@@ -47,7 +47,7 @@ def builder(config: ml_collections.ConfigDict, name: str):
   """Dataset `name`, prepared on first use from config.manual_dirs."""
   manual_dirs = specs.parse_manual_dirs(config.manual_dirs,
                                         'config.manual_dirs')
-  return builders.prepare(name, config.data_dir, manual_dirs.get(name, ''))
+  return registry.prepare(name, config.data_dir, manual_dirs.get(name, ''))
 
 
 def _training_specs(config: ml_collections.ConfigDict) -> list[specs.DataSpec]:
@@ -75,7 +75,7 @@ def _tfds_split(dataset_builder, spec: specs.DataSpec) -> str:
   if spec.split == ALL_SPLIT:
     return '+'.join(ALL_PARTS)
   if spec.split not in dataset_builder.info.splits:
-    raise config_validation.ConfigError(
+    raise errors.ConfigError(
         f'Split {spec.split!r} does not exist in dataset {spec.name!r};'
         f' available: {sorted(dataset_builder.info.splits) + [ALL_SPLIT]}.')
   return spec.split
@@ -158,7 +158,7 @@ def validation_examples(config: ml_collections.ConfigDict) -> Examples | None:
   if config.validation_fraction > 0:
     carved = Examples(_split_training(config)[1])
     if not len(carved):
-      raise config_validation.ConfigError(
+      raise errors.ConfigError(
           f'config.validation_fraction={config.validation_fraction} holds out'
           f' no example of {config.train_data!r}: raise it.')
     return carved
@@ -170,7 +170,7 @@ def validation_examples(config: ml_collections.ConfigDict) -> Examples | None:
 def _local_batch_size(config: ml_collections.ConfigDict,
                       process_count: int) -> int:
   if config.batch_size % process_count:
-    raise config_validation.ConfigError(
+    raise errors.ConfigError(
         f'config.batch_size={config.batch_size} must be divisible by the'
         f' number of hosts ({process_count}).')
   return config.batch_size // process_count
@@ -181,7 +181,7 @@ def train_steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   num_examples = len(training_examples(config)) * config.epoch_multiplier
   steps = num_examples // config.batch_size
   if steps == 0:
-    raise config_validation.ConfigError(
+    raise errors.ConfigError(
         f'config.batch_size={config.batch_size} exceeds the {num_examples}'
         f' training examples per epoch of {config.train_data!r}: lower the'
         ' batch size or raise config.epoch_multiplier.')

@@ -5,14 +5,14 @@ original size (`features.polyp_features`: TIFF and JPEG decoding quirks never
 reach training, and reading costs no decode); masks are stored binarized as
 0/255 PNG. Splits:
   train / valid / test: 80/10/10 at random with seed 42 (see
-    `paired_folders.seeded_split`), as the original project split;
+    `image_mask_pairs.seeded_split`), as the original project split;
   pranet_train / pranet_test: the PraNet benchmark's lists, where the dataset
     has them and the folder holds every listed image;
   all: every pair, for cross-dataset evaluation. TFDS reserves the split
     name 'all' (for the union of all splits, which would count the PraNet
     splits twice), so it is not stored; the pipeline reads 'all' as
     'train+valid+test'.
-The prepare summary (`paired_folders.PrepareSummary`) is kept in the
+The prepare summary (`image_mask_pairs.PrepareSummary`) is kept in the
 dataset's metadata: `builder.info.metadata['prepare_summary']`.
 
 Checked pairs are staged, decoded, in a folder
@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from resunetpp_jax.data import features
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.data import image_mask_pairs
 
 
 def read_split_list(file_name: str) -> list[str]:
@@ -77,7 +77,7 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
   # Where to download, ending with which folder to pass as manual_dir.
   MANUAL_DOWNLOAD_INSTRUCTIONS = ''
   HOMEPAGE = ''
-  LAYOUTS: tuple[paired_folders.Layout, ...] = ()
+  LAYOUTS: tuple[image_mask_pairs.Layout, ...] = ()
   # (train list, test list) file names in splits/, or None.
   PRANET_LISTS: tuple[str, str] | None = None
 
@@ -86,7 +86,7 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
     """Raises a helpful error unless manual_dir holds the dataset."""
     if not manual_dir or not os.path.isdir(os.path.expanduser(manual_dir)):
       layouts = '\n'.join(f'  {layout.describe()}' for layout in cls.LAYOUTS)
-      raise paired_folders.DatasetFolderError(
+      raise image_mask_pairs.DatasetFolderError(
           f'{cls.DATASET_NAME} is not prepared yet and needs its downloaded'
           f' folder (config.manual_dirs=\'{cls.name}=FOLDER\','
           f' --manual_dirs={cls.name}=FOLDER of resunetpp_jax.evaluate or'
@@ -94,7 +94,7 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
           f' {manual_dir!r} is not a folder.'
           f' {cls.MANUAL_DOWNLOAD_INSTRUCTIONS} Expected layout (relative to'
           f' manual_dir), one of:\n{layouts}')
-    paired_folders.find_layout(
+    image_mask_pairs.find_layout(
         os.path.expanduser(manual_dir), cls.LAYOUTS, cls.DATASET_NAME,
         cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
 
@@ -135,12 +135,12 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
 
   def _split_generators(self, dl_manager):
     root = os.fspath(dl_manager.manual_dir)
-    layout = paired_folders.find_layout(
+    layout = image_mask_pairs.find_layout(
         root, self.LAYOUTS, self.DATASET_NAME,
         self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    pairs, *unpaired = paired_folders.list_pairs(root, layout)
+    pairs, *unpaired = image_mask_pairs.list_pairs(root, layout)
     if not pairs:
-      raise paired_folders.DatasetFolderError(
+      raise image_mask_pairs.DatasetFolderError(
           f'No image/mask pairs in {root} ({layout.describe()}).')
     os.makedirs(dl_manager.download_dir, exist_ok=True)
     prefix = f'{self.name}-staging-{socket.gethostname()}-'
@@ -148,12 +148,12 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
     self._staging = tempfile.TemporaryDirectory(
         prefix=f'{prefix}{os.getpid()}-',
         dir=os.fspath(dl_manager.download_dir))
-    checked = paired_folders.check_pairs(pairs, self._staging.name)
-    groups = paired_folders.duplicate_groups(checked)
-    splits = paired_folders.seeded_split(groups)
+    checked = image_mask_pairs.check_pairs(pairs, self._staging.name)
+    groups = image_mask_pairs.duplicate_groups(checked)
+    splits = image_mask_pairs.seeded_split(groups)
     pranet, pranet_status = self.pranet_splits({p.name for p in pairs})
     splits.update(pranet)
-    summary = paired_folders.PrepareSummary.build(
+    summary = image_mask_pairs.PrepareSummary.build(
         root, layout, checked, unpaired, groups, pranet_status)
     summary.split_sizes = {split: len(names) for split, names in splits.items()}
     for line in summary.lines():
@@ -163,12 +163,12 @@ class PolypFolderBuilder(tfds.core.GeneratorBasedBuilder,
     return {split: self._generate_examples([by_name[name] for name in names])
             for split, names in splits.items()}
 
-  def _generate_examples(self, checked: list[paired_folders.CheckedPair]):
+  def _generate_examples(self, checked: list[image_mask_pairs.CheckedPair]):
     for item in checked:
       name = item.pair.name
-      image = np.load(paired_folders.staged_path(
+      image = np.load(image_mask_pairs.staged_path(
           self._staging.name, name, 'image'))
-      with open(paired_folders.staged_path(
+      with open(image_mask_pairs.staged_path(
           self._staging.name, name, 'mask'), 'rb') as f:
         mask_png = f.read()
       yield name, {'image': image, 'mask': mask_png, 'name': name,

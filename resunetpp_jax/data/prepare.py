@@ -11,11 +11,11 @@ that cannot be used and what to do; nothing is left behind.
 from absl import app
 from absl import flags
 
-from resunetpp_jax import cli
-from resunetpp_jax.data import builders
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.cli import reporting
+from resunetpp_jax.data import image_mask_pairs
+from resunetpp_jax.data import registry
 
-_DATASET = flags.DEFINE_enum('dataset', None, sorted(builders.DATASETS),
+_DATASET = flags.DEFINE_enum('dataset', None, sorted(registry.DATASETS),
                              'Dataset to prepare.', required=True)
 _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', '', 'Folder holding the downloaded dataset.')
@@ -33,7 +33,7 @@ def summary_lines(builder) -> list[str]:
   lines.append(f'  all (read as train+valid+test): {every} examples')
   metadata = builder.info.metadata or {}
   if 'prepare_summary' in metadata:
-    summary = paired_folders.PrepareSummary(**metadata['prepare_summary'])
+    summary = image_mask_pairs.PrepareSummary(**metadata['prepare_summary'])
     lines.append('Prepare summary:')
     lines += [f'  {line}' for line in summary.lines()]
   return lines
@@ -42,9 +42,13 @@ def summary_lines(builder) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  builder = builders.prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
+  builder = registry.prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
   print('\n'.join(summary_lines(builder)))
 
 
+def run():
+  reporting.run(main)
+
+
 if __name__ == '__main__':
-  cli.run(main)
+  run()

@@ -10,9 +10,10 @@
 NAME is a dataset of resunetpp_jax.data.builders, SPLIT one of its splits or
 'all'. Plain strings, so that one command-line flag overrides each.
 """
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
+from typing import Sequence
 
-from resunetpp_jax import config_validation
+from resunetpp_jax import errors
 
 UNION, LIST = '+', ','
 
@@ -42,18 +43,18 @@ def parse_data(value: str | Sequence[str], key: str,
     separator: UNION or LIST.
 
   Raises:
-    config_validation.ConfigError: an item is not NAME:SPLIT, or is given twice.
+    errors.ConfigError: an item is not NAME:SPLIT, or is given twice.
   """
   specs = []
   for item in _items(value, separator):
     name, colon, split = (part.strip() for part in item.partition(':'))
     if not colon or not name or not split:
-      raise config_validation.ConfigError(
+      raise errors.ConfigError(
           f'{key} item {item!r}: expected NAME:SPLIT, e.g.'
           ' kvasir_seg:pranet_train.')
     spec = DataSpec(name, split)
     if spec in specs:
-      raise config_validation.ConfigError(
+      raise errors.ConfigError(
           f'{key} names {spec} twice; use config.epoch_multiplier to repeat'
           ' data.')
     specs.append(spec)
@@ -67,11 +68,11 @@ def parse_manual_dirs(value: str | Sequence[str], key: str) -> dict[str, str]:
     name, equals, folder = item.partition('=')
     name, folder = name.strip(), folder.strip()
     if not equals or not name or not folder:
-      raise config_validation.ConfigError(
+      raise errors.ConfigError(
           f'{key} item {item!r}: expected NAME=FOLDER, e.g.'
           ' kvasir_seg=/data/Kvasir-SEG.')
     if name in folders:
-      raise config_validation.ConfigError(
+      raise errors.ConfigError(
           f'{key} gives two folders for {name}.')
     folders[name] = folder
   return folders

@@ -10,10 +10,10 @@ others' initial values unchanged.
 import math
 import zlib
 
+from flax import nnx
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from resunetpp_jax.models import factory
 

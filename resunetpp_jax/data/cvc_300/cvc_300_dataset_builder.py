@@ -6,7 +6,7 @@ after it) scores as one of its five test sets. Reads that benchmark's copy
 (`TestDataset/CVC-300`: `images/*.png`, `masks/*.png`); a cross-dataset test
 set, so `all` is the split to score.
 """
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder
 
 
@@ -21,4 +21,4 @@ class Cvc300(polyp_folder_builder.PolypFolderBuilder):
       ' (https://github.com/DengPingFan/PraNet, "TestDataset"), unpack it and'
       ' pass its CVC-300 folder (the one holding images/ and masks/) as'
       ' manual_dir.')
-  LAYOUTS = (paired_folders.IMAGES_AND_MASKS,)
+  LAYOUTS = (image_mask_pairs.IMAGES_AND_MASKS,)

@@ -7,7 +7,7 @@ Some masks carry low noise values; they are thresholded at 128. Frames come
 from 29 videos and the splits are frame-level (as the original and PraNet
 did), so a video may appear on both sides of a split.
 """
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder
 
 
@@ -23,6 +23,6 @@ class CvcClinicdb(polyp_folder_builder.PolypFolderBuilder):
       ' https://github.com/DengPingFan/PraNet), unpack it and pass the folder'
       ' holding Original/ and "Ground Truth/" (or images/ and masks/) as'
       ' manual_dir.')
-  LAYOUTS = (paired_folders.Layout('Original', 'Ground Truth'),
-             paired_folders.IMAGES_AND_MASKS)
+  LAYOUTS = (image_mask_pairs.Layout('Original', 'Ground Truth'),
+             image_mask_pairs.IMAGES_AND_MASKS)
   PRANET_LISTS = ('pranet_clinicdb_train.txt', 'pranet_clinicdb_test.txt')

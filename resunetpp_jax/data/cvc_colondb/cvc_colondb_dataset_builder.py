@@ -5,7 +5,7 @@ the same folder) or a PraNet copy (`images/*.png`, `masks/*.png`). The
 dataset holds 17 groups of byte-identical images: all are kept (PraNet tests
 on all 380) and each group stays within one of train/valid/test.
 """
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder
 
 
@@ -19,5 +19,5 @@ class CvcColondb(polyp_folder_builder.PolypFolderBuilder):
       ' (or the CVC-ColonDB folder of a PraNet benchmark copy,'
       ' https://github.com/DengPingFan/PraNet), unpack it and pass the folder'
       ' holding N.tiff and pN.tiff (or images/ and masks/) as manual_dir.')
-  LAYOUTS = (paired_folders.Layout('', '', mask_prefix='p'),
-             paired_folders.IMAGES_AND_MASKS)
+  LAYOUTS = (image_mask_pairs.Layout('', '', mask_prefix='p'),
+             image_mask_pairs.IMAGES_AND_MASKS)

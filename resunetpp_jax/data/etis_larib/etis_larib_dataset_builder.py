@@ -4,7 +4,7 @@ Reads the official download (`ETIS-LaribPolypDB/N.tif` or `N.tif`, with
 masks `Ground Truth/pN.tif`) or a PraNet copy (`images/*.png`,
 `masks/*.png`).
 """
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder
 
 
@@ -20,7 +20,7 @@ class EtisLarib(polyp_folder_builder.PolypFolderBuilder):
       ' https://github.com/DengPingFan/PraNet), unpack it and pass the folder'
       ' holding "Ground Truth/" (or images/ and masks/) as manual_dir.')
   LAYOUTS = (
-      paired_folders.Layout('ETIS-LaribPolypDB', 'Ground Truth', 'p'),
-      paired_folders.Layout('', 'Ground Truth', 'p'),
-      paired_folders.IMAGES_AND_MASKS,
+      image_mask_pairs.Layout('ETIS-LaribPolypDB', 'Ground Truth', 'p'),
+      image_mask_pairs.Layout('', 'Ground Truth', 'p'),
+      image_mask_pairs.IMAGES_AND_MASKS,
   )

@@ -11,8 +11,8 @@ import os
 
 import tensorflow_datasets as tfds
 
-from resunetpp_jax import config_validation
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax import errors
+from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder
 
 
@@ -24,13 +24,13 @@ class FolderPairs(polyp_folder_builder.PolypFolderBuilder):
       'Put your images in <folder>/images/ and their masks, with the same'
       ' names (white polyp on black, any extension), in <folder>/masks/; pass'
       ' <folder> as manual_dir.')
-  LAYOUTS = (paired_folders.IMAGES_AND_MASKS,)
+  LAYOUTS = (image_mask_pairs.IMAGES_AND_MASKS,)
 
   @classmethod
   def builder_config_for(cls, manual_dir: str) -> tfds.core.BuilderConfig:
     """A config identifying manual_dir, so each folder is prepared apart."""
     if not manual_dir:
-      raise config_validation.ConfigError(
+      raise errors.ConfigError(
           "dataset folder_pairs needs its folder (config.manual_dirs="
           "'folder_pairs=FOLDER', or the --manual_dir of"
           ' resunetpp_jax.data.prepare): ' + cls.MANUAL_DOWNLOAD_INSTRUCTIONS)

@@ -4,7 +4,7 @@ Reads the official download (`images/*.jpg`, `masks/*.jpg`, same names; JPEG
 masks are thresholded at 128) or a PraNet copy (`images/*.png`,
 `masks/*.png`). Sizes vary from 332x487 to 1920x1072 and are kept.
 """
-from resunetpp_jax.data import paired_folders
+from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder
 
 
@@ -18,5 +18,5 @@ class KvasirSeg(polyp_folder_builder.PolypFolderBuilder):
       ' Kvasir folder of a PraNet benchmark copy,'
       ' https://github.com/DengPingFan/PraNet), unpack it and pass the'
       ' Kvasir-SEG folder (the one holding images/ and masks/) as manual_dir.')
-  LAYOUTS = (paired_folders.IMAGES_AND_MASKS,)
+  LAYOUTS = (image_mask_pairs.IMAGES_AND_MASKS,)
   PRANET_LISTS = ('pranet_kvasir_train.txt', 'pranet_kvasir_test.txt')

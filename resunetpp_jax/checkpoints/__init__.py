@@ -1,0 +1,1 @@
+"""What a run leaves on disk and what a model file holds: orbax checkpoints, the workdir config, model files."""

@@ -1,0 +1,1 @@
+"""What every command shares: printing a UserError as one message, and finding a config by name."""

@@ -1,0 +1,1 @@
+"""Scoring: pixel metrics during training, per-image and literature metrics at original size, and the tables."""

@@ -1,0 +1,119 @@
+"""Evaluates a model on whole datasets (the test sets, or the validation data) and writes one JSON per split."""
+import json
+import os
+from typing import Any
+from typing import Mapping
+from typing import Sequence
+
+from absl import logging
+import ml_collections
+
+from resunetpp_jax import errors
+from resunetpp_jax.checkpoints import workdir_config
+from resunetpp_jax.data import pipeline
+from resunetpp_jax.data import specs
+from resunetpp_jax.evaluation import scoring
+from resunetpp_jax.inference import predictor as predictor_lib
+
+
+def data_config(config: ml_collections.ConfigDict,
+                manual_dirs: Mapping[str, str]) -> ml_collections.ConfigDict:
+  """A copy of `config` whose manual_dirs holds (and prefers) `manual_dirs`."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.manual_dirs = specs.join_manual_dirs({
+      **specs.parse_manual_dirs(config.manual_dirs, 'config.manual_dirs'),
+      **manual_dirs})
+  return config
+
+
+def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
+        config: ml_collections.ConfigDict | None = None,
+        checkpoint: str | int = 'best',
+        manual_dirs: Mapping[str, str] | None = None, tta: bool = False,
+        save_images: bool = False, batch_size: int = 8,
+        model: str | None = None,
+        output_dir: str | None = None,
+        validation: bool = False) -> list[dict[str, Any]]:
+  """Evaluates a model on `datasets` and writes one JSON per dataset/split.
+
+  Args:
+    workdir: the training workdir whose checkpoint is scored; None scores
+      `model`, or the shipped model.
+    datasets: (name, split) pairs; empty means the config's test_data.
+    config: where the data are; None uses the workdir's saved config.
+    checkpoint: 'best', 'latest' or a step.
+    manual_dirs: dataset name -> its downloaded copy, beside (and before)
+      config.manual_dirs.
+    tta: average flipped predictions.
+    save_images: write per-image pictures.
+    batch_size: images per device call.
+    model: without workdir, a model file (.onnx or .safetensors).
+    output_dir: where the JSON files go; default WORKDIR/eval, or eval/
+      without a workdir.
+    validation: instead of `datasets`, score the config's validation data
+      (its carve-out of train_data, or validation_data): where TTA, models
+      or recipes are compared, as the test sets choose nothing.
+
+  Returns:
+    One result (the JSON written) per dataset/split.
+  """
+  if workdir is None and config is None:
+    raise errors.ConfigError(
+        'Without --workdir, give --config to say where the test sets are'
+        ' (e.g. --config=configs/polyp.py --manual_dirs=NAME=FOLDER,...).')
+  if validation and datasets:
+    raise errors.ConfigError(
+        '--validation scores the config\'s validation data and --datasets'
+        ' names other sets: give one of them.')
+  config = data_config(config or workdir_config.load_config(workdir),
+                       manual_dirs or {})
+  if not validation:
+    datasets = datasets or specs.parse_data(config.test_data,
+                                            'config.test_data', specs.LIST)
+    if not datasets:
+      raise errors.ConfigError(
+          'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
+          ' config.test_data.')
+  predictor = predictor_lib.Predictor.from_flags(workdir, model, checkpoint,
+                                             batch_size)
+  # (dataset, split, file stem, examples), each found (or prepared) before any is scored.
+  targets = [_validation_target(config)] if validation else [
+      (name, split, f'{name}-{split}',
+       pipeline.examples(config, str(specs.DataSpec(name, split))))
+      for name, split in datasets]
+  output_dir = output_dir or os.path.join(workdir or '.', 'eval')
+  os.makedirs(output_dir, exist_ok=True)
+  results = []
+  for name, split, stem, examples in targets:
+    stem += '-tta' if tta else ''
+    result = {
+        'dataset': name, 'split': split, 'examples': examples.describe(),
+        'model': predictor.config.model,
+        # Which checkpoint of the workdir; a model file (or the shipped one) is one: its step says which.
+        'checkpoint': str(checkpoint) if workdir else os.path.basename(model or 'shipped'),
+        'checkpoint_step': predictor.step, 'tta': tta, 'threshold': scoring.THRESHOLD,
+        **scoring.evaluate_split(
+            predictor, examples, tta=tta,
+            image_folder=os.path.join(output_dir, stem) if save_images
+            else None),
+    }
+    path = os.path.join(output_dir, f'{stem}.json')
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=2)
+    logging.info('Wrote %s.', path)
+    results.append(result)
+  return results
+
+
+def _validation_target(config: ml_collections.ConfigDict
+                       ) -> tuple[str, str, str, pipeline.Examples]:
+  """('validation', 'carve-out' or the validation_data, file stem, examples), the datasets prepared."""
+  pipeline.prepare_if_needed(config)  # The carve-out is drawn from the training data.
+  examples = pipeline.validation_examples(config)
+  if examples is None:
+    raise errors.ConfigError(
+        "--validation: the config has no validation data (validation_fraction=0"
+        " and validation_data=''). Set one of them as in training, or give"
+        ' --datasets.')
+  split = 'carve-out' if config.validation_fraction > 0 else config.validation_data
+  return 'validation', split, 'validation', examples
