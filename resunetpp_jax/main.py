@@ -69,6 +69,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's parsing, with its errors and ml_collections' unknown-key error as one message."""
   try:
     return flags.FLAGS(config_files.resolve(argv))
+  except errors.ConfigError as error:  # --config names neither a file nor a shipped config.
+    reporting.report(error)
+    sys.exit(1)
   except (flags.Error, AttributeError, KeyError) as error:
     message = _unknown_config_key_message(argv) or f'In the command line: {error}'
     reporting.report(errors.UserError(message))

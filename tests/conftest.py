@@ -1,37 +1,12 @@
-"""Fixtures shared by the test modules."""
-import math
+"""Fixtures shared by the test modules (plain helpers they import: tests/helpers/)."""
 import os
 import pathlib
-import zlib
 
-import numpy as np
 import pytest
-import tifffile
 
-REPO_DIR = pathlib.Path(__file__).resolve().parent.parent
-
-
-def write_tiff_declaring(path, width: int, height: int):
-  """A zlib-tiled RGB TIFF whose header declares width x height; every tile is an empty zlib stream.
-
-  60000x60000 makes a 56 kB file that a reader without a pixel limit turns into a 10 GiB allocation before failing
-  at its first tile (valid tiles of zeros would be 10.7 MB and decode in full).
-  """
-  tiles = math.ceil(width / 1024) * math.ceil(height / 1024)
-  tifffile.imwrite(path, (zlib.compress(b'') for _ in range(tiles)), shape=(height, width, 3), dtype=np.uint8,
-                   tile=(1024, 1024), compression='zlib', photometric='rgb')
-
-
-def damage_checkpoint(step_dir: pathlib.Path):
-  """What a kill mid-save on a file system without atomic renames leaves: no metadata, truncated files."""
-  (step_dir / '_CHECKPOINT_METADATA').unlink()
-  truncate_files(step_dir)
-
-
-def truncate_files(folder: pathlib.Path):
-  for file in folder.rglob('*'):
-    if file.is_file():
-      file.write_bytes(b'truncated')
+from helpers.tiny_runs import REPO_DIR
+from helpers.tiny_runs import TRAINED_STEPS
+from helpers.tiny_runs import tiny_synthetic_config
 
 
 @pytest.fixture(scope='session')
@@ -64,30 +39,9 @@ def synthetic_data_dir(tmp_path_factory) -> pathlib.Path:
   return tmp_path_factory.mktemp('tensorflow_datasets')
 
 
-def tiny_synthetic_config(data_dir, cache_dir):
-  """The demo config shrunk to seconds per step on a CPU: 3 levels, 32x32, a dozen steps."""
-  from configs import synthetic  # pylint: disable=import-outside-toplevel
-  config = synthetic.get_config()
-  config.data_dir = str(data_dir)
-  config.compilation_cache_dir = str(cache_dir)
-  config.filters = (8, 16, 32)
-  config.image_size = (32, 32)
-  config.batch_size = 8
-  config.schedule = 'constant'  # Its program does not depend on the step count: the tests' runs share one compile.
-  config.num_train_steps = 12
-  config.log_every_steps = 2
-  config.eval_every_steps = 6
-  config.checkpoint_every_steps = 3
-  config.num_eval_images_logged = 4
-  return config
-
-
 @pytest.fixture
 def tiny_config(synthetic_data_dir, session_cache_dir):
   return tiny_synthetic_config(synthetic_data_dir, session_cache_dir)
-
-
-TRAINED_STEPS = 4
 
 
 @pytest.fixture(scope='session')

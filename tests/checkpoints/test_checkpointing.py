@@ -4,13 +4,13 @@ import json
 import pathlib
 import shutil
 
-from conftest import damage_checkpoint  # pylint: disable=g-bad-import-order
-from conftest import truncate_files  # pylint: disable=g-bad-import-order
 from flax import nnx
 import jax
 import numpy as np
 import pytest
 
+from helpers.damage import damage_checkpoint  # pylint: disable=g-bad-import-order
+from helpers.damage import truncate_files  # pylint: disable=g-bad-import-order
 from resunetpp_jax.checkpoints import checkpointer as checkpointer_lib
 from resunetpp_jax.checkpoints import errors as checkpoint_errors
 from resunetpp_jax.checkpoints import workdir_config

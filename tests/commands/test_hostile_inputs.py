@@ -11,14 +11,14 @@ import subprocess
 import sys
 import threading
 
-from conftest import REPO_DIR
-from conftest import TRAINED_STEPS
-from conftest import write_tiff_declaring
 import numpy as np
 from PIL import Image
 import pytest
 import tifffile
 
+from helpers.damage import write_tiff_declaring
+from helpers.tiny_runs import REPO_DIR
+from helpers.tiny_runs import TRAINED_STEPS
 from resunetpp_jax.cli import reporting
 
 BOMB_MESSAGE = ('bomb.tif declares a 60000x60000 image (3,600,000,000 pixels, 10.1 GiB as RGB), more than the limit of'

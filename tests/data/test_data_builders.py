@@ -5,12 +5,12 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import write_tiff_declaring
 import numpy as np
 from PIL import Image
 import pytest
 import tifffile
 
+from helpers.damage import write_tiff_declaring
 from resunetpp_jax.data import image_io
 from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import polyp_folder_builder

@@ -3,7 +3,6 @@ import struct
 import zlib
 
 from absl.testing import flagsaver
-from conftest import write_tiff_declaring
 import cv2
 import numpy as np
 from PIL import Image
@@ -11,6 +10,7 @@ from PIL import ImageFile
 import pytest
 import tifffile
 
+from helpers.damage import write_tiff_declaring
 from resunetpp_jax import errors
 from resunetpp_jax.data import image_io
 

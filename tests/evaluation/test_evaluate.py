@@ -261,8 +261,8 @@ def test_comparison_grid_stacks_rows_of_any_width():
 
 # --- On a trained run --------------------------------------------------------
 
-from conftest import REPO_DIR  # pylint: disable=g-bad-import-order
-from conftest import TRAINED_STEPS as TRAIN_STEPS
+from helpers.tiny_runs import REPO_DIR  # pylint: disable=g-bad-import-order
+from helpers.tiny_runs import TRAINED_STEPS as TRAIN_STEPS
 
 
 def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):

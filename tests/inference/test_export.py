@@ -3,8 +3,6 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO_DIR
-from conftest import TRAINED_STEPS
 from flax import nnx
 import jax
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 
 from helpers import reference_weights
 from helpers.numpy_reference import with_random_weights
+from helpers.tiny_runs import REPO_DIR
+from helpers.tiny_runs import TRAINED_STEPS
 from resunetpp_jax import errors
 from resunetpp_jax import models
 from resunetpp_jax.checkpoints import model_file

@@ -2,13 +2,13 @@
 import os
 import re
 
-from conftest import TRAINED_STEPS as TRAIN_STEPS
 import jax
 import numpy as np
 from PIL import Image
 import pytest
 import tifffile
 
+from helpers.tiny_runs import TRAINED_STEPS as TRAIN_STEPS
 from resunetpp_jax import errors
 from resunetpp_jax import visualize
 from resunetpp_jax.data import augment

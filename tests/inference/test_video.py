@@ -14,7 +14,6 @@ import threading
 import weakref
 
 from absl.testing import flagsaver
-from conftest import REPO_DIR
 import cv2
 from flax import nnx
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from helpers.tiny_runs import REPO_DIR
 from resunetpp_jax import errors
 from resunetpp_jax.data.synthetic_polyps import render
 from resunetpp_jax.inference import predictor as predictor_lib

@@ -2,12 +2,12 @@
 that guard it."""
 import shutil
 
-from conftest import truncate_files  # pylint: disable=g-bad-import-order
 from flax import nnx
 import jax
 import numpy as np
 import pytest
 
+from helpers.damage import truncate_files  # pylint: disable=g-bad-import-order
 from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import model_file as model_file_lib
 from resunetpp_jax.checkpoints import workdir_config

@@ -17,12 +17,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from conftest import TRAINED_STEPS as TRAIN_STEPS
 import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 
+from helpers.tiny_runs import TRAINED_STEPS as TRAIN_STEPS
 from resunetpp_jax.runtime import progress as progress_lib
 from resunetpp_jax.training import monitoring
 

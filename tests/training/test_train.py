@@ -11,8 +11,6 @@ import sys
 import threading
 import time
 
-from conftest import damage_checkpoint  # pylint: disable=g-bad-import-order
-from conftest import truncate_files  # pylint: disable=g-bad-import-order
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -20,6 +18,8 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import synthetic
+from helpers.damage import damage_checkpoint  # pylint: disable=g-bad-import-order
+from helpers.damage import truncate_files  # pylint: disable=g-bad-import-order
 from resunetpp_jax.checkpoints import checkpointer as checkpointer_lib
 from resunetpp_jax.checkpoints import errors as checkpoint_errors
 from resunetpp_jax.inference import model_sources
