@@ -15,6 +15,7 @@ from absl import flags
 
 from resunetpp_jax.config import defaults
 from resunetpp_jax.data import pipeline
+from resunetpp_jax.data.plan import DataPlan
 
 _TRAIN_DATA = flags.DEFINE_string(
     'train_data', 'kvasir_seg:train', "NAME:SPLIT items joined by '+'.")
@@ -31,7 +32,7 @@ _BATCHES = flags.DEFINE_integer('batches', 40, 'Timed batches per row.')
 def measure(config, num_batches: int) -> tuple[float, float]:
   """(seconds to the first batch, images/s over the next num_batches)."""
   start = time.perf_counter()
-  iterator = pipeline.make_train_iterator(config)
+  iterator = pipeline.make_train_iterator(DataPlan.from_config(config))
   next(iterator)
   first = time.perf_counter() - start
   start = time.perf_counter()
@@ -50,7 +51,7 @@ def main(argv):
       data_dir=_DATA_DIR.value, augment=_AUGMENT.value,
       image_size=tuple(int(s) for s in _IMAGE_SIZE.value),
       batch_size=_BATCH_SIZE.value))
-  pipeline.prepare_if_needed(config)
+  pipeline.prepare_if_needed(DataPlan.from_config(config))
   print(f'{config.train_data}, augment={config.augment}, image_size='
         f'{config.image_size}, batch_size={config.batch_size},'
         f' {_BATCHES.value} timed batches per row')

@@ -8,6 +8,7 @@ import math
 
 import ml_collections
 
+from resunetpp_jax.data.plan import DataPlan
 from resunetpp_jax.errors import ConfigError
 
 DTYPES = ('float32', 'bfloat16')
@@ -35,32 +36,29 @@ def _require_positive(config, key: str, allow_zero: bool = False):
     raise ConfigError(f'config.{key}={value!r} must be a {"non-negative" if allow_zero else "positive"} number.')
 
 
-def _validate_data(config, datasets: list[str]):
-  """The data keys: well-formed, known datasets, one kind of validation."""
-  from resunetpp_jax.data import specs  # pylint: disable=import-outside-toplevel (it raises ConfigError)
-  named = {
-      'train_data': specs.parse_data(config.train_data, 'config.train_data'),
-      'validation_data': specs.parse_data(config.validation_data, 'config.validation_data'),
-      'test_data': specs.parse_data(config.test_data, 'config.test_data', specs.LIST),
-      'manual_dirs': [specs.DataSpec(name, '') for name in
-                      specs.parse_manual_dirs(config.manual_dirs, 'config.manual_dirs')],
-  }
-  if not named['train_data']:
+def _validate_data(config, datasets: list[str]) -> DataPlan:
+  """The data keys: well-formed, known datasets, one kind of validation; parsed once into the plan."""
+  plan = DataPlan.from_config(config)
+  if not plan.train:
     raise ConfigError("config.train_data is empty: name the training data, e.g. 'kvasir_seg:pranet_train'.")
+  named = {'train_data': plan.train, 'validation_data': plan.validation, 'test_data': plan.test,
+           'manual_dirs': [name for name, _ in plan.manual_dirs]}
   for key, items in named.items():
     for item in items:
-      if item.name not in datasets:
-        raise ConfigError(f'config.{key} names {item.name!r}, which is not one of {", ".join(map(repr, datasets))}.')
+      name = getattr(item, 'name', item)
+      if name not in datasets:
+        raise ConfigError(f'config.{key} names {name!r}, which is not one of {", ".join(map(repr, datasets))}.')
   if not 0.0 <= config.validation_fraction < 1.0:
     raise ConfigError(f'config.validation_fraction={config.validation_fraction!r} must be in [0, 1).')
-  if config.validation_fraction > 0 and named['validation_data']:
+  if config.validation_fraction > 0 and plan.validation:
     raise ConfigError(f'config.validation_fraction={config.validation_fraction} and '
                       f'config.validation_data={config.validation_data!r} both choose the validation data: '
                       "set one (the other to 0 or '').")
+  return plan
 
 
-def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1):
-  """Raises ConfigError for the first value that cannot work."""
+def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> DataPlan:
+  """Raises ConfigError for the first value that cannot work; returns the data plan, parsed once."""
   # Imported here: the registries pull in JAX/Flax/TFDS, which validation of the
   # plain values above must not wait for.
   from resunetpp_jax import models
@@ -74,7 +72,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   _require_choice(config, 'augment', AUGMENT_POLICIES)
   _require_choice(config, 'optimizer', OPTIMIZERS)
   _require_choice(config, 'schedule', SCHEDULES)
-  _validate_data(config, sorted(registry.DATASETS))
 
   filters = tuple(config.filters)
   if len(filters) < 2 or any(not isinstance(f, int) or f < 1 for f in filters):
@@ -117,3 +114,5 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   if config.eval_every_steps == 0 or config.eval_every_steps < -1:
     raise ConfigError(f'config.eval_every_steps={config.eval_every_steps} must be positive, or -1 for once '
                       'per epoch.')
+  # Last: the plan copies the values checked above.
+  return _validate_data(config, sorted(registry.DATASETS))

@@ -2,15 +2,15 @@
 
 Training: an infinite, per-host stream of augmented batches
 {'image': uint8 (B_local, H, W, 3), 'mask': uint8 (B_local, H, W, 1) in {0, 1}}
-drawn from the training examples: the splits of config.train_data one after
-the other (`Examples`), less the validation carve-out when
-config.validation_fraction > 0 (`held_out`: chosen per split by seed).
+drawn from the training examples: the splits of the plan's train data one
+after the other (`Examples`), less the validation carve-out when
+validation_fraction > 0 (`held_out`: chosen per split by seed).
 Global position g (the g-th example of the whole run, over all hosts) belongs
 to epoch g // E and slot g % E, where E = train_steps_per_epoch * batch_size
 (the remainder of each epoch is dropped, so no batch straddles two epochs).
 The slot picks an example through a permutation seeded by (seed, epoch), and
 the augmentation RNG is seeded by (seed, epoch, slot): the data depend only on
-the config, never on the number of worker processes or threads. Host p reads
+the plan, never on the number of worker processes or threads. Host p reads
 the positions p, p + P, p + 2P, ..., so the hosts' local batches together form
 global batch b = positions [b * B, (b + 1) * B).
 
@@ -18,21 +18,23 @@ Evaluation: each example once, deterministically, without augmentation; the
 last global batch is padded with zero images of weight 0 and every host
 yields the same number of batches (multi-host collectives need that).
 
+Every function takes the run's `plan.DataPlan` (parsed once from the config) rather than the config.
 Nothing here imports TensorFlow.
 """
 import math
 from typing import Iterator
+from typing import Sequence
 import zlib
 
 from absl import flags
 import grain
-import ml_collections
 import numpy as np
 
 from resunetpp_jax import errors
 from resunetpp_jax.data import augment
 from resunetpp_jax.data import registry
 from resunetpp_jax.data import specs
+from resunetpp_jax.data.plan import DataPlan
 
 # Every example exactly once, for cross-dataset evaluation.
 ALL_SPLIT, ALL_PARTS = 'all', ('train', 'valid', 'test')
@@ -43,27 +45,15 @@ _SHUFFLE_STREAM, _AUGMENT_STREAM, _HOLDOUT_STREAM = 0, 1, 2
 _READ_THREADS = 2
 
 
-def builder(config: ml_collections.ConfigDict, name: str):
-  """Dataset `name`, prepared on first use from config.manual_dirs."""
-  manual_dirs = specs.parse_manual_dirs(config.manual_dirs,
-                                        'config.manual_dirs')
-  return registry.prepare(name, config.data_dir, manual_dirs.get(name, ''))
+def builder(plan: DataPlan, name: str):
+  """Dataset `name`, prepared on first use from the plan's manual_dirs."""
+  return registry.prepare(name, plan.data_dir, plan.manual_dir(name))
 
 
-def _training_specs(config: ml_collections.ConfigDict) -> list[specs.DataSpec]:
-  return specs.parse_data(config.train_data, 'config.train_data')
-
-
-def _validation_specs(
-    config: ml_collections.ConfigDict) -> list[specs.DataSpec]:
-  return specs.parse_data(config.validation_data, 'config.validation_data')
-
-
-def prepare_if_needed(config: ml_collections.ConfigDict):
+def prepare_if_needed(plan: DataPlan):
   """Prepares every dataset that training reads (with a progress bar)."""
-  used = _training_specs(config) + _validation_specs(config)
-  for name in dict.fromkeys(spec.name for spec in used):
-    builder(config, name)
+  for name in dict.fromkeys(spec.name for spec in plan.train + plan.validation):
+    builder(plan, name)
 
 
 def _tfds_split(dataset_builder, spec: specs.DataSpec) -> str:
@@ -107,16 +97,16 @@ class Examples:
                       for spec, _, indices in self.parts)
 
 
-def _source(config: ml_collections.ConfigDict, spec: specs.DataSpec):
-  dataset_builder = builder(config, spec.name)
+def _source(plan: DataPlan, spec: specs.DataSpec):
+  dataset_builder = builder(plan, spec.name)
   return dataset_builder.as_data_source(_tfds_split(dataset_builder, spec))
 
 
-def examples(config: ml_collections.ConfigDict, data: str) -> Examples:
-  """Every example of `data` ('+'-joined NAME:SPLIT items), in stored order."""
+def examples(plan: DataPlan, data: str | Sequence[specs.DataSpec]) -> Examples:
+  """Every example of `data` (DataSpecs, or '+'-joined NAME:SPLIT items), in stored order."""
   parts = []
-  for spec in specs.parse_data(data, 'data'):
-    source = _source(config, spec)
+  for spec in specs.parse_data(data, 'data') if isinstance(data, str) else data:
+    source = _source(plan, spec)
     parts.append((spec, source, np.arange(len(source))))
   return Examples(parts)
 
@@ -127,63 +117,61 @@ def held_out(spec: specs.DataSpec, num_examples: int, seed: int,
 
   round(fraction * num_examples) examples chosen by (seed, spec) alone: the
   same on every host and in every run, and unchanged when other items join
-  config.train_data.
+  the plan's train data.
   """
   rng = np.random.default_rng(
       [seed, _HOLDOUT_STREAM, zlib.crc32(str(spec).encode())])
   return np.sort(rng.permutation(num_examples)[:round(fraction * num_examples)])
 
 
-def _split_training(config: ml_collections.ConfigDict) -> tuple[list, list]:
-  """(training parts, carved-out validation parts) of config.train_data."""
+def _split_training(plan: DataPlan) -> tuple[list, list]:
+  """(training parts, carved-out validation parts) of the plan's train data."""
   training, validation = [], []
-  for spec in _training_specs(config):
-    source = _source(config, spec)
-    holdout = held_out(spec, len(source), config.seed,
-                       config.validation_fraction)
+  for spec in plan.train:
+    source = _source(plan, spec)
+    holdout = held_out(spec, len(source), plan.seed, plan.validation_fraction)
     training.append((spec, source, np.setdiff1d(np.arange(len(source)),
                                                 holdout)))
     validation.append((spec, source, holdout))
   return training, validation
 
 
-def training_examples(config: ml_collections.ConfigDict) -> Examples:
-  """config.train_data, less the validation carve-out."""
-  return Examples(_split_training(config)[0])
+def training_examples(plan: DataPlan) -> Examples:
+  """The plan's train data, less the validation carve-out."""
+  return Examples(_split_training(plan)[0])
 
 
-def validation_examples(config: ml_collections.ConfigDict) -> Examples | None:
-  """The carve-out of config.train_data (validation_fraction > 0), else
-  config.validation_data; None when training has no validation."""
-  if config.validation_fraction > 0:
-    carved = Examples(_split_training(config)[1])
+def validation_examples(plan: DataPlan) -> Examples | None:
+  """The carve-out of the train data (validation_fraction > 0), else the
+  validation data; None when training has no validation."""
+  if plan.validation_fraction > 0:
+    carved = Examples(_split_training(plan)[1])
     if not len(carved):
       raise errors.ConfigError(
-          f'config.validation_fraction={config.validation_fraction} holds out'
-          f' no example of {config.train_data!r}: raise it.')
+          f'config.validation_fraction={plan.validation_fraction} holds out'
+          f' no example of {plan.named(plan.train)!r}: raise it.')
     return carved
-  if not _validation_specs(config):
+  if not plan.validation:
     return None
-  return examples(config, config.validation_data)
+  return examples(plan, plan.validation)
 
 
-def _local_batch_size(config: ml_collections.ConfigDict,
-                      process_count: int) -> int:
-  if config.batch_size % process_count:
+def _local_batch_size(plan: DataPlan, process_count: int) -> int:
+  if plan.batch_size % process_count:
     raise errors.ConfigError(
-        f'config.batch_size={config.batch_size} must be divisible by the'
+        f'config.batch_size={plan.batch_size} must be divisible by the'
         f' number of hosts ({process_count}).')
-  return config.batch_size // process_count
+  return plan.batch_size // process_count
 
 
-def train_steps_per_epoch(config: ml_collections.ConfigDict) -> int:
+def train_steps_per_epoch(plan: DataPlan) -> int:
   """Global steps per epoch: train examples * epoch_multiplier // batch_size."""
-  num_examples = len(training_examples(config)) * config.epoch_multiplier
-  steps = num_examples // config.batch_size
+  num_examples = len(training_examples(plan)) * plan.epoch_multiplier
+  steps = num_examples // plan.batch_size
   if steps == 0:
     raise errors.ConfigError(
-        f'config.batch_size={config.batch_size} exceeds the {num_examples}'
-        f' training examples per epoch of {config.train_data!r}: lower the'
+        f'config.batch_size={plan.batch_size} exceeds the {num_examples}'
+        f' training examples per epoch of {plan.named(plan.train)!r}: lower the'
         ' batch size or raise config.epoch_multiplier.')
   return steps
 
@@ -227,13 +215,13 @@ class _TrainExample:
     return {'image': image, 'mask': mask[:, :, None]}
 
 
-def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+def _read_options(plan: DataPlan) -> grain.ReadOptions:
   return grain.ReadOptions(
       num_threads=_READ_THREADS,
-      prefetch_buffer_size=max(config.prefetch_buffer_size, _READ_THREADS))
+      prefetch_buffer_size=max(plan.prefetch_buffer_size, _READ_THREADS))
 
 
-def make_train_iterator(config: ml_collections.ConfigDict, *,
+def make_train_iterator(plan: DataPlan, *,
                         process_index: int = 0,
                         process_count: int = 1) -> grain.DatasetIterator:
   """Infinite iterator of this host's training batches.
@@ -241,27 +229,27 @@ def make_train_iterator(config: ml_collections.ConfigDict, *,
   Supports get_state()/set_state() for checkpointing; a state restores only
   into an iterator built with the same config.num_workers.
   """
-  if config.augment not in augment.POLICIES:
-    raise ValueError(f'config.augment={config.augment!r}: expected one of'
+  if plan.augment not in augment.POLICIES:
+    raise ValueError(f'config.augment={plan.augment!r}: expected one of'
                      f' {augment.POLICIES}.')
-  local_batch_size = _local_batch_size(config, process_count)
-  epoch_size = train_steps_per_epoch(config) * config.batch_size
+  local_batch_size = _local_batch_size(plan, process_count)
+  epoch_size = train_steps_per_epoch(plan) * plan.batch_size
   train_example = _TrainExample(
-      training_examples(config), epoch_size, config.seed, config.augment,
-      tuple(config.image_size), config.epoch_multiplier)
+      training_examples(plan), epoch_size, plan.seed, plan.augment,
+      tuple(plan.image_size), plan.epoch_multiplier)
   dataset = (
       grain.MapDataset.range(process_index, 2**62, process_count)
       .map(train_example)
       .batch(local_batch_size, drop_remainder=True)
-      .to_iter_dataset(_read_options(config)))
-  if config.num_workers > 0:
+      .to_iter_dataset(_read_options(plan)))
+  if plan.num_workers > 0:
     # grain reads its absl flags when starting workers; programs that never
     # parse flags (pytest, notebooks) get the defaults.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=config.num_workers,
-        per_worker_buffer_size=config.prefetch_buffer_size))
+        num_workers=plan.num_workers,
+        per_worker_buffer_size=plan.prefetch_buffer_size))
   return iter(dataset)
 
 
@@ -284,13 +272,13 @@ class _EvalExample:
             'weight': np.float32(1.0)}
 
 
-def num_eval_batches(config: ml_collections.ConfigDict,
+def num_eval_batches(plan: DataPlan,
                      eval_examples: Examples) -> int:
   """Batches each host's eval iterator yields: ceil(examples / batch_size)."""
-  return math.ceil(len(eval_examples) / config.batch_size)
+  return math.ceil(len(eval_examples) / plan.batch_size)
 
 
-def make_eval_iterator(config: ml_collections.ConfigDict,
+def make_eval_iterator(plan: DataPlan,
                        eval_examples: Examples, *, process_index: int = 0,
                        process_count: int = 1) -> grain.DatasetIterator:
   """Finite iterator over `eval_examples`: each once across all hosts.
@@ -299,14 +287,14 @@ def make_eval_iterator(config: ml_collections.ConfigDict,
   the padding that fills the last global batch. Decoding runs in threads of
   this process (no worker processes to start at every evaluation).
   """
-  local_batch_size = _local_batch_size(config, process_count)
-  num_slots = num_eval_batches(config, eval_examples) * config.batch_size
-  eval_example = _EvalExample(eval_examples, tuple(config.image_size))
+  local_batch_size = _local_batch_size(plan, process_count)
+  num_slots = num_eval_batches(plan, eval_examples) * plan.batch_size
+  eval_example = _EvalExample(eval_examples, tuple(plan.image_size))
   dataset = (
       grain.MapDataset.range(process_index, num_slots, process_count)
       .map(eval_example)
       .batch(local_batch_size, drop_remainder=True)
-      .to_iter_dataset(_read_options(config)))
+      .to_iter_dataset(_read_options(plan)))
   return iter(dataset)
 
 

@@ -12,18 +12,9 @@ from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import workdir_config
 from resunetpp_jax.data import pipeline
 from resunetpp_jax.data import specs
+from resunetpp_jax.data.plan import DataPlan
 from resunetpp_jax.evaluation import scoring
 from resunetpp_jax.inference import predictor as predictor_lib
-
-
-def data_config(config: ml_collections.ConfigDict,
-                manual_dirs: Mapping[str, str]) -> ml_collections.ConfigDict:
-  """A copy of `config` whose manual_dirs holds (and prefers) `manual_dirs`."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.manual_dirs = specs.join_manual_dirs({
-      **specs.parse_manual_dirs(config.manual_dirs, 'config.manual_dirs'),
-      **manual_dirs})
-  return config
 
 
 def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
@@ -65,11 +56,10 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
     raise errors.ConfigError(
         '--validation scores the config\'s validation data and --datasets'
         ' names other sets: give one of them.')
-  config = data_config(config or workdir_config.load_config(workdir),
-                       manual_dirs or {})
+  data_plan = DataPlan.from_config(
+      config or workdir_config.load_config(workdir)).with_manual_dirs(manual_dirs or {})
   if not validation:
-    datasets = datasets or specs.parse_data(config.test_data,
-                                            'config.test_data', specs.LIST)
+    datasets = datasets or list(data_plan.test)
     if not datasets:
       raise errors.ConfigError(
           'Nothing to evaluate: give --datasets=NAME:SPLIT,... or set'
@@ -77,9 +67,9 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
   predictor = predictor_lib.Predictor.from_flags(workdir, model, checkpoint,
                                              batch_size)
   # (dataset, split, file stem, examples), each found (or prepared) before any is scored.
-  targets = [_validation_target(config)] if validation else [
+  targets = [_validation_target(data_plan)] if validation else [
       (name, split, f'{name}-{split}',
-       pipeline.examples(config, str(specs.DataSpec(name, split))))
+       pipeline.examples(data_plan, [specs.DataSpec(name, split)]))
       for name, split in datasets]
   output_dir = output_dir or os.path.join(workdir or '.', 'eval')
   os.makedirs(output_dir, exist_ok=True)
@@ -105,15 +95,14 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
   return results
 
 
-def _validation_target(config: ml_collections.ConfigDict
-                       ) -> tuple[str, str, str, pipeline.Examples]:
+def _validation_target(data_plan: DataPlan) -> tuple[str, str, str, pipeline.Examples]:
   """('validation', 'carve-out' or the validation_data, file stem, examples), the datasets prepared."""
-  pipeline.prepare_if_needed(config)  # The carve-out is drawn from the training data.
-  examples = pipeline.validation_examples(config)
+  pipeline.prepare_if_needed(data_plan)  # The carve-out is drawn from the training data.
+  examples = pipeline.validation_examples(data_plan)
   if examples is None:
     raise errors.ConfigError(
         "--validation: the config has no validation data (validation_fraction=0"
         " and validation_data=''). Set one of them as in training, or give"
         ' --datasets.')
-  split = 'carve-out' if config.validation_fraction > 0 else config.validation_data
+  split = 'carve-out' if data_plan.validation_fraction > 0 else data_plan.named(data_plan.validation)
   return 'validation', split, 'validation', examples

@@ -47,7 +47,7 @@ def load_model(workdir: str | None, checkpoint: str = 'best'
   came from (for the metadata) and its training step."""
   if workdir is None:
     model, config, values = model_file.load()  # A UserError when the package holds no weights.
-    source = f'packaged model {model_file.SHIPPED_WEIGHTS.name} (resunetpp_jax.checkpoints.model_file)'
+    source = f'packaged model {model_file.SHIPPED_WEIGHTS.name} (resunetpp_jax.pretrained)'
     if 'card' in values:
       source += f', model card {values["card"]}'
     return model, config, source, model_file.step_of(values)

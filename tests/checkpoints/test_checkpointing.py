@@ -15,6 +15,7 @@ from resunetpp_jax.checkpoints import checkpointer as checkpointer_lib
 from resunetpp_jax.checkpoints import errors as checkpoint_errors
 from resunetpp_jax.checkpoints import workdir_config
 from resunetpp_jax.data import pipeline
+from resunetpp_jax.data.plan import DataPlan
 from resunetpp_jax.inference import model_sources
 from resunetpp_jax.training import sharding
 from resunetpp_jax.training import state as train_state
@@ -84,7 +85,7 @@ def _resumed(workdir: pathlib.Path):
   """What a resumed run holds before its next save: checkpointer, step, train state, loop state, data iterator."""
   config = workdir_config.load_config(str(workdir))
   _, state = train_state.create_train_state(config, sharding.create_mesh(), config.num_train_steps)
-  iterator = pipeline.make_train_iterator(config, process_index=0, process_count=1)
+  iterator = pipeline.make_train_iterator(DataPlan.from_config(config), process_index=0, process_count=1)
   checkpointer = checkpointer_lib.Checkpointer(str(workdir), config)
   step, state, loop = checkpointer.restore_latest(train_state.abstract_like(state), iterator)
   return checkpointer, step, state, loop, iterator

@@ -14,6 +14,7 @@ from resunetpp_jax.data import image_io
 from resunetpp_jax.data import image_mask_pairs
 from resunetpp_jax.data import pipeline
 from resunetpp_jax.data.kvasir_seg import KvasirSeg
+from resunetpp_jax.data.plan import DataPlan
 
 
 @pytest.fixture(scope='module')
@@ -37,11 +38,11 @@ def _config(data_dir, dataset, manual_dir, **overrides):
 
 
 def _examples(config, split):
-  return pipeline.examples(config, f'{config.train_data.split(":")[0]}:{split}')
+  return pipeline.examples(DataPlan.from_config(config), f'{config.train_data.split(":")[0]}:{split}')
 
 
 def _assert_augmented_batch(config):
-  batch = next(pipeline.make_train_iterator(config))
+  batch = next(pipeline.make_train_iterator(DataPlan.from_config(config)))
   assert batch['image'].shape == (4, 64, 80, 3)
   assert batch['image'].dtype == np.uint8
   assert batch['mask'].shape == (4, 64, 80, 1)
@@ -54,7 +55,7 @@ def test_clinicdb_png_prepares_all_splits(real_data, data_dir):
             ('train', 'valid', 'test', 'pranet_train', 'pranet_test', 'all')}
   assert counts == {'train': 490, 'valid': 61, 'test': 61,
                     'pranet_train': 550, 'pranet_test': 62, 'all': 612}
-  summary = pipeline.builder(config, 'cvc_clinicdb').info.metadata[
+  summary = pipeline.builder(DataPlan.from_config(config), 'cvc_clinicdb').info.metadata[
       'prepare_summary']
   assert summary['mask_conversions'] == {'off values': 138}
   assert summary['duplicate_groups'] == [] and summary['empty_masks'] == []
@@ -108,7 +109,7 @@ def test_kvasir_jpegs_prepare_and_augment(real_data, tmp_path):
     for name in names:
       os.symlink(source / folder / name, subset / folder / name)
   config = _config(str(tmp_path / 'tfds'), 'kvasir_seg', subset)
-  summary = pipeline.builder(config, 'kvasir_seg').info.metadata[
+  summary = pipeline.builder(DataPlan.from_config(config), 'kvasir_seg').info.metadata[
       'prepare_summary']
   assert summary['pairs'] == 12
   assert summary['mask_conversions'] == {'off values': 12}  # JPEG ringing.

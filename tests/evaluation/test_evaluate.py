@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -20,7 +19,9 @@ from scipy import ndimage
 from resunetpp_jax import errors
 from resunetpp_jax import visualize
 from resunetpp_jax.checkpoints import workdir_config
+from resunetpp_jax.config import defaults
 from resunetpp_jax.data import pipeline
+from resunetpp_jax.data.plan import DataPlan
 from resunetpp_jax.evaluation import literature_metrics
 from resunetpp_jax.evaluation import metrics
 from resunetpp_jax.evaluation import runner
@@ -126,15 +127,17 @@ def test_summarize_rejects_an_empty_split():
 
 
 def test_manual_dirs_flag_adds_to_and_overrides_the_configs():
-  config = ml_collections.ConfigDict(
-      {'manual_dirs': 'kvasir_seg=/data/Kvasir-SEG,cvc_clinicdb=/old',
-       'data_dir': '/tfds'})
-  merged = runner.data_config(config, {'cvc_clinicdb': '/data/CVC=1',
-                                         'cvc_300': '/data/CVC-300'})
-  assert merged.manual_dirs == ('kvasir_seg=/data/Kvasir-SEG,'
-                                'cvc_clinicdb=/data/CVC=1,cvc_300=/data/CVC-300')
+  config = defaults.get_default_config()
+  config.manual_dirs = 'kvasir_seg=/data/Kvasir-SEG,cvc_clinicdb=/old'
+  config.data_dir = '/tfds'
+  plan = DataPlan.from_config(config)
+  merged = plan.with_manual_dirs({'cvc_clinicdb': '/data/CVC=1', 'cvc_300': '/data/CVC-300'})
+  assert merged.manual_dirs == (('kvasir_seg', '/data/Kvasir-SEG'), ('cvc_clinicdb', '/data/CVC=1'),
+                                ('cvc_300', '/data/CVC-300'))
+  assert merged.manual_dir('cvc_clinicdb') == '/data/CVC=1' and merged.manual_dir('etis_larib') == ''
   assert merged.data_dir == '/tfds'
-  assert config.manual_dirs == 'kvasir_seg=/data/Kvasir-SEG,cvc_clinicdb=/old'
+  assert plan.manual_dir('cvc_clinicdb') == '/old' and config.manual_dirs == (
+      'kvasir_seg=/data/Kvasir-SEG,cvc_clinicdb=/old')
 
 
 def test_format_table_lines_up_one_row_per_split():
@@ -287,7 +290,7 @@ def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
   # Record k is image k of the split, predicted at 32x32 and scored at 128x160.
   config = workdir_config.load_config(trained_workdir)
   examples = list(pipeline.iterate_originals(
-      pipeline.examples(config, 'synthetic_polyps:test')))
+      pipeline.examples(DataPlan.from_config(config), 'synthetic_polyps:test')))
   predictor = predictor_lib.Predictor.from_workdir(trained_workdir)
   probabilities = predictor.predict_proba([x['image'] for x in examples])
   for example, prob, record in itertools.islice(
@@ -345,8 +348,8 @@ def test_validation_scores_the_validation_data_the_run_trained_beside(trained_wo
   config.update(train_data='synthetic_polyps:test', validation_data='', validation_fraction=0.25)
   (carved,) = runner.run(trained_workdir, [], config, validation=True, output_dir=str(tmp_path))
   names = {record['name'] for record in carved['images']}
-  expected = {x['name'] for x in pipeline.iterate_originals(pipeline.validation_examples(config))}
-  trained_on = {x['name'] for x in pipeline.iterate_originals(pipeline.training_examples(config))}
+  expected = {x['name'] for x in pipeline.iterate_originals(pipeline.validation_examples(DataPlan.from_config(config)))}
+  trained_on = {x['name'] for x in pipeline.iterate_originals(pipeline.training_examples(DataPlan.from_config(config)))}
   assert carved['split'] == 'carve-out' and names == expected and len(names) == 16 and not names & trained_on
 
 

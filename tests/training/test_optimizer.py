@@ -49,13 +49,13 @@ def test_schedules(schedule, at_end):
 
 def test_trainer_writes_the_plateau_factor_into_the_replicated_state():
   from resunetpp_jax.models import initialization  # pylint: disable=import-outside-toplevel
-  from resunetpp_jax.training import loop
+  from resunetpp_jax.training import periodic
   from resunetpp_jax.training import sharding
   config = defaults.get_default_config()
   config.filters = (8, 16)
   model = initialization.create_initialized_model(config)
   optimizer = nnx.Optimizer(model, optimizer_lib.create_optimizer(config, total_steps=10), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
-  state = loop._set_lr_scale(graphdef, state, 0.01, sharding.create_mesh())  # pylint: disable=protected-access
+  state = periodic.set_lr_scale(graphdef, state, 0.01, sharding.create_mesh())
   scale = optimizer_lib.plateau_scale(nnx.merge(graphdef, state)[1]).get_value()
   assert float(scale) == pytest.approx(0.01) and scale.sharding.is_fully_replicated

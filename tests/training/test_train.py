@@ -24,6 +24,7 @@ from resunetpp_jax.checkpoints import checkpointer as checkpointer_lib
 from resunetpp_jax.checkpoints import errors as checkpoint_errors
 from resunetpp_jax.inference import model_sources
 from resunetpp_jax.training import loop
+from resunetpp_jax.training import periodic
 from resunetpp_jax.training import workdir_lock
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -131,7 +132,7 @@ def test_non_finite_loss_stops_and_says_which_checkpoint_is_kept(tiny_config, tm
   tiny_config.learning_rate = 1e30
   tiny_config.checkpoint_every_steps = checkpoint_every_steps
   tiny_config.log_every_steps = 1
-  with pytest.raises(loop.NonFiniteLossError, match=message):
+  with pytest.raises(periodic.NonFiniteLossError, match=message):
     loop.train_and_evaluate(tiny_config, str(tmp_path))
   steps = checkpointer_lib.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps()
   nan_step = len(_scalars(tmp_path, 'train/loss')) + 1
@@ -147,7 +148,7 @@ def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tin
                                                                               xla_message):
   tiny_config.checkpoint_every_steps = 1
   tiny_config.eval_every_steps = 1
-  real_host_sums, calls = loop._host_sums, []  # pylint: disable=protected-access
+  real_host_sums, calls = periodic.host_sums, []
 
   def out_of_memory_at_the_third_read(sums):  # Where XLA's asynchronous error surfaces: the first read of a result.
     calls.append(1)
@@ -155,7 +156,7 @@ def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tin
       raise jax.errors.JaxRuntimeError(xla_message + '\nthe rest of XLA\'s report')
     return real_host_sums(sums)
 
-  monkeypatch.setattr(loop, '_host_sums', out_of_memory_at_the_third_read)
+  monkeypatch.setattr(periodic, 'host_sums', out_of_memory_at_the_third_read)
   with pytest.raises(loop.OutOfMemoryError) as raised:
     loop.train_and_evaluate(tiny_config, str(tmp_path))
   message = str(raised.value)
@@ -173,7 +174,7 @@ def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tin
 def test_other_xla_runtime_errors_are_not_called_out_of_memory(tiny_config, tmp_path, monkeypatch):
   def broken(sums):
     raise jax.errors.JaxRuntimeError('INTERNAL: an unrelated failure')
-  monkeypatch.setattr(loop, '_host_sums', broken)
+  monkeypatch.setattr(periodic, 'host_sums', broken)
   with pytest.raises(jax.errors.JaxRuntimeError, match='unrelated') as raised:
     loop.train_and_evaluate(tiny_config, str(tmp_path))
   assert not isinstance(raised.value, loop.OutOfMemoryError)
@@ -318,13 +319,13 @@ def test_without_validation_the_schedule_runs_to_its_end_and_saves_its_last_step
 def test_an_evaluation_saves_a_checkpoint_only_when_it_beats_the_best(tiny_config, tmp_path, monkeypatch, caplog):
   tiny_config.update(num_train_steps=8, eval_every_steps=2, checkpoint_every_steps=1000)
   scripted_dice = iter([0.5, 0.4, 0.6, 0.3])  # Steps 2, 4, 6, 8: new best, worse, new best, worse (but last).
-  real_evaluate = loop.evaluate
+  real_evaluate = periodic.evaluate
 
   def scripted_evaluate(*args, **kwargs):
     scalars, grid = real_evaluate(*args, **kwargs)
     return {**scalars, 'val/dice': next(scripted_dice)}, grid
 
-  monkeypatch.setattr(loop, 'evaluate', scripted_evaluate)
+  monkeypatch.setattr(periodic, 'evaluate', scripted_evaluate)
   caplog.set_level(logging.INFO, logger='absl')
   loop.train_and_evaluate(tiny_config, str(tmp_path))
   assert checkpointer_lib.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps() == [2, 6, 8]
