@@ -316,7 +316,9 @@ def test_a_failure_midway_stops_every_thread_and_keeps_the_partial_csv(failing, 
   with pytest.raises(errors.UserError, match='fails'):
     video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path))
   assert not [thread.name for thread in threading.enumerate() if thread.name.startswith('video-')]
-  assert [row['frame'] for row in _read_csv(tmp_path / 'pan.partial.csv')] == [
+  partial_csv, = tmp_path.glob('.pan.csv.*.partial.csv')
+  assert not (tmp_path / 'pan.csv').exists()
+  assert [row['frame'] for row in _read_csv(partial_csv)] == [
       str(k) for k in range(2 * oracle.batch_size)]
 
 
