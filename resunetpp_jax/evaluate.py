@@ -81,6 +81,9 @@ def define_flags():
   flags.DEFINE_bool(
       'save_images', False, 'Write image | truth | prediction and an error'
       ' overlay per image.')
+  flags.DEFINE_bool(
+      'overwrite', False, 'Replace result JSON files that already exist in'
+      ' --output_dir (without it, evaluate lists them and scores nothing).')
   flags.DEFINE_integer('batch_size', 8, 'Images per device call.')
   flags.DEFINE_enum(
       'table', 'text', ['text', 'markdown'], "Layout of the papers' table"
@@ -102,7 +105,7 @@ def main(argv):
                 manual_dirs=manual_dirs, tta=args.tta,
                 save_images=args.save_images, batch_size=args.batch_size,
                 model=args.model, output_dir=args.output_dir,
-                validation=args.validation)
+                validation=args.validation, overwrite=args.overwrite)
   source = (f'Checkpoint {args.checkpoint} of {args.workdir}' if args.workdir
             else args.model or 'The shipped model')
   print(f'{source} (step {results[0]["checkpoint_step"]}), predictions at'

@@ -12,14 +12,19 @@ Reads JPEG, PNG, BMP and TIFF (including the CVC-ClinicDB TIFFs Pillow refuses
 and OpenCV reads as grayscale) through `data.image_io`. For each image it writes
 DIR/<stem>.png, the mask at the image's original size (0 background, 255
 polyp); with --save_probabilities DIR/<stem>_probability.png (8-bit, 255 = 1.0);
-with --save_overlay DIR/<stem>_overlay.png. Files that cannot be read
+with --save_overlay DIR/<stem>_overlay.png. Existing files are never replaced
+without --overwrite (the refusal lists them before any work), and never a
+folder's image files named like the inputs that predict did not write (a
+dataset's masks, e.g. --output=data/masks next to --input=data/images);
+inputs whose outputs would share a name are refused. Each file is written
+under a temporary name and renamed: a failed run leaves no truncated file and
+keeps the old ones. Files that cannot be read
 (corrupt, truncated, or declaring more than --max_pixels pixels) are listed at
 the end and make the exit status 1; the others are still processed. Entries of
 an input folder that are not image files (other extensions, folders, devices)
 are skipped and listed. A video file (mp4, avi, mov, mkv, ...) gets an overlay
 video and a CSV with a row per frame instead: see `video`.
 """
-import os
 import sys
 
 from absl import app
@@ -60,6 +65,10 @@ def define_flags():
       ' 8-bit PNG.')
   flags.DEFINE_bool(
       'save_overlay', False, 'Also write the image with the mask overlaid.')
+  flags.DEFINE_bool(
+      'overwrite', False, 'Replace outputs that already exist in --output'
+      ' (without it, predict lists them and writes nothing). Never replaces'
+      ' image files predict did not write that share the inputs\' names.')
   flags.DEFINE_integer('batch_size', 8, 'Images per device call.')
   flags.DEFINE_float(
       'temporal_smoothing', 0.0, 'Video only: the weight alpha of the past in'
@@ -85,22 +94,24 @@ def main(argv):
   elif args.temporal_smoothing:
     raise errors.ConfigError(
         '--temporal_smoothing is for a video --input.')
-  input_folder = (args.input if os.path.isdir(args.input)
-                  else os.path.dirname(args.input) or '.')
-  if os.path.realpath(input_folder) == os.path.realpath(args.output):
-    raise errors.ConfigError(
-        f'--output={args.output} is the input folder; masks named <stem>.png'
-        ' could overwrite the images: choose another folder.')
+  if video.is_video(args.input):
+    video.check_outputs(args.input, args.output, overwrite=args.overwrite)
+  else:
+    image_files.check_outputs(
+        paths, args.output, overwrite=args.overwrite,
+        save_probabilities=args.save_probabilities,
+        save_overlay=args.save_overlay)
   predictor = predictor_lib.Predictor.from_flags(
       args.workdir, args.model, checkpoint, args.batch_size)
   if video.is_video(args.input):
     return video.report(video.segment_video(
         predictor, args.input, args.output, tta=args.tta,
-        smoothing=args.temporal_smoothing), predictor.step)
+        smoothing=args.temporal_smoothing, overwrite=args.overwrite),
+        predictor.step)
   failures = image_files.predict_files(
       predictor, paths, args.output, tta=args.tta,
       save_probabilities=args.save_probabilities,
-      save_overlay=args.save_overlay)
+      save_overlay=args.save_overlay, overwrite=args.overwrite)
   print(f'{len(paths) - len(failures)} of {len(paths)} images segmented into'
         f' {args.output} (checkpoint step {predictor.step}).')
   if skipped:

@@ -15,6 +15,9 @@ DTYPES = ('float32', 'bfloat16')
 AUGMENT_POLICIES = ('original', 'light', 'none')
 OPTIMIZERS = ('nadam', 'adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine')
+# The largest image_size side: it sets the memory of every batch (and of predict on any image), so a typo or a
+# damaged model file must not ask for terabytes.
+MAX_IMAGE_SIDE = 4096
 
 
 def _require_finite(config):
@@ -57,31 +60,42 @@ def _validate_data(config, datasets: list[str]) -> DataPlan:
   return plan
 
 
+def validate_model(config: ml_collections.ConfigDict):
+  """The keys that build the network (model, dtype, filters, image_size, num_classes): what a model file's
+  embedded config must satisfy too."""
+  from resunetpp_jax import models  # pylint: disable=import-outside-toplevel (see validate)
+  _require_finite(config)
+  _require_choice(config, 'model', models.MODELS)
+  _require_choice(config, 'dtype', DTYPES)
+  filters = tuple(config.filters) if isinstance(config.filters, (list, tuple)) else (config.filters,)
+  if len(filters) < 2 or any(not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in filters):
+    raise ConfigError(f'config.filters={filters!r} must be at least two positive integers, one per level.')
+  factor = 2 ** (len(filters) - 1)
+  size = tuple(config.image_size) if isinstance(config.image_size, (list, tuple)) else (config.image_size,)
+  if len(size) != 2 or any(not isinstance(s, int) or isinstance(s, bool) or s <= 0 or s % factor for s in size):
+    raise ConfigError(
+        f'config.image_size={size!r} must be (height, width) with both divisible by {factor} '
+        f'(the network halves the resolution {len(filters) - 1} times); e.g. (288, 384).')
+  if max(size) > MAX_IMAGE_SIDE:
+    raise ConfigError(f'config.image_size={size!r}: each side must be at most {MAX_IMAGE_SIDE} pixels (it sets the'
+                      ' memory of every batch).')
+  _require_positive(config, 'num_classes')
+  if not isinstance(config.num_classes, int):
+    raise ConfigError(f'config.num_classes={config.num_classes!r} must be a positive integer.')
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1) -> DataPlan:
   """Raises ConfigError for the first value that cannot work; returns the data plan, parsed once."""
   # Imported here: the registries pull in JAX/Flax/TFDS, which validation of the
   # plain values above must not wait for.
-  from resunetpp_jax import models
   from resunetpp_jax.data import registry
   from resunetpp_jax.models import losses
 
-  _require_finite(config)
-  _require_choice(config, 'model', models.MODELS)
-  _require_choice(config, 'dtype', DTYPES)
+  validate_model(config)
   _require_choice(config, 'loss', sorted(losses.LOSSES))
   _require_choice(config, 'augment', AUGMENT_POLICIES)
   _require_choice(config, 'optimizer', OPTIMIZERS)
   _require_choice(config, 'schedule', SCHEDULES)
-
-  filters = tuple(config.filters)
-  if len(filters) < 2 or any(not isinstance(f, int) or f < 1 for f in filters):
-    raise ConfigError(f'config.filters={filters!r} must be at least two positive integers, one per level.')
-  factor = 2 ** (len(filters) - 1)
-  size = tuple(config.image_size)
-  if len(size) != 2 or any(not isinstance(s, int) or s <= 0 or s % factor for s in size):
-    raise ConfigError(
-        f'config.image_size={size!r} must be (height, width) with both divisible by {factor} '
-        f'(the network halves the resolution {len(filters) - 1} times); e.g. (288, 384).')
 
   _require_positive(config, 'batch_size')
   if config.batch_size % num_devices:
@@ -90,7 +104,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   if config.batch_size % num_processes:
     raise ConfigError(f'config.batch_size={config.batch_size} must be divisible by the number of processes '
                       f'({num_processes}).')
-  _require_positive(config, 'num_classes')
   if not 0.0 <= config.bn_momentum < 1.0:
     raise ConfigError(f'config.bn_momentum={config.bn_momentum!r} must be in [0, 1).')
   if not 0.0 <= config.ema_decay < 1.0:

@@ -15,6 +15,7 @@ from resunetpp_jax.data import specs
 from resunetpp_jax.data.plan import DataPlan
 from resunetpp_jax.evaluation import scoring
 from resunetpp_jax.inference import predictor as predictor_lib
+from resunetpp_jax.runtime import outputs
 
 
 def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
@@ -24,7 +25,7 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
         save_images: bool = False, batch_size: int = 8,
         model: str | None = None,
         output_dir: str | None = None,
-        validation: bool = False) -> list[dict[str, Any]]:
+        validation: bool = False, overwrite: bool = True) -> list[dict[str, Any]]:
   """Evaluates a model on `datasets` and writes one JSON per dataset/split.
 
   Args:
@@ -44,6 +45,7 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
     validation: instead of `datasets`, score the config's validation data
       (its carve-out of train_data, or validation_data): where TTA, models
       or recipes are compared, as the test sets choose nothing.
+    overwrite: replace existing JSON files; without it they are listed and nothing is scored.
 
   Returns:
     One result (the JSON written) per dataset/split.
@@ -72,7 +74,12 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
        pipeline.examples(data_plan, [specs.DataSpec(name, split)]))
       for name, split in datasets]
   output_dir = output_dir or os.path.join(workdir or '.', 'eval')
-  os.makedirs(output_dir, exist_ok=True)
+  # Before any scoring: an unwritable folder or existing results are named now, not after the work.
+  outputs.check_folder(output_dir, '--output_dir')
+  stems = [target[2] + ('-tta' if tta else '') for target in targets]
+  outputs.refuse_existing([os.path.join(output_dir, f'{stem}.json') for stem in stems], overwrite=overwrite,
+                          setting='--output_dir')
+  outputs.prepare_folder(output_dir, '--output_dir')
   results = []
   for name, split, stem, examples in targets:
     stem += '-tta' if tta else ''
@@ -88,8 +95,7 @@ def run(workdir: str | None, datasets: Sequence[specs.DataSpec],
             else None),
     }
     path = os.path.join(output_dir, f'{stem}.json')
-    with open(path, 'w') as f:
-      json.dump(result, f, indent=2)
+    outputs.write_text(path, json.dumps(result, indent=2), overwrite=overwrite, setting='--output_dir')
     logging.info('Wrote %s.', path)
     results.append(result)
   return results

@@ -19,6 +19,7 @@ from resunetpp_jax.data import pipeline
 from resunetpp_jax.evaluation import literature_metrics
 from resunetpp_jax.evaluation import metrics
 from resunetpp_jax.inference import predictor as predictor_lib
+from resunetpp_jax.runtime import outputs
 
 THRESHOLD = predictor_lib.THRESHOLD
 
@@ -84,12 +85,10 @@ def _safe_file_name(name: str) -> str:
 def _write_pictures(folder: str, name: str, image: np.ndarray,
                     ground_truth: np.ndarray, predicted: np.ndarray):
   stem = os.path.join(folder, _safe_file_name(name))
-  with open(f'{stem}.png', 'wb') as f:
-    f.write(image_io.encode_png(
-        visualize.side_by_side(image, ground_truth, predicted)))
-  with open(f'{stem}_overlay.png', 'wb') as f:
-    f.write(image_io.encode_png(
-        visualize.error_overlay(image, ground_truth, predicted)))
+  outputs.write_bytes(f'{stem}.png', image_io.encode_png(
+      visualize.side_by_side(image, ground_truth, predicted)), setting='--output_dir')
+  outputs.write_bytes(f'{stem}_overlay.png', image_io.encode_png(
+      visualize.error_overlay(image, ground_truth, predicted)), setting='--output_dir')
 
 
 def evaluate_split(predictor: predictor_lib.Predictor,

@@ -24,7 +24,6 @@ import importlib.metadata
 import json
 import logging as python_logging
 import os
-import tempfile
 import zipfile
 
 from flax import nnx
@@ -43,6 +42,7 @@ from resunetpp_jax.inference.export_reader import ONNX_SUFFIX
 from resunetpp_jax.inference.export_reader import STABLEHLO_MODULE_FILE
 from resunetpp_jax.inference.export_reader import STABLEHLO_SUFFIX
 from resunetpp_jax.models.resunetpp import IMAGE_CHANNELS
+from resunetpp_jax.runtime import outputs
 
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'logits'
@@ -121,25 +121,15 @@ def to_stablehlo(model: nnx.Module, config: ml_collections.ConfigDict) -> jax_ex
   return jax_export.export(jax.jit(logits), platforms=STABLEHLO_PLATFORMS)(spec)
 
 
-def _write_atomically(path: str, write) -> None:
-  """Calls write(temporary_path), then renames it to `path`: an old file survives a failed export."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  handle, temporary = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.')
-  os.close(handle)
-  try:
-    write(temporary)
-    os.replace(temporary, path)
-  finally:
-    if os.path.exists(temporary):
-      os.remove(temporary)
-
-
-def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str, values: dict[str, str]) -> None:
-  """Writes `model` to `path` in the format its extension names, with `values` as its metadata."""
+def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str, values: dict[str, str], *,
+         overwrite: bool = True) -> None:
+  """Writes `model` to `path` in the format its extension names, with `values` as its metadata, atomically
+  (`runtime.outputs`: an old file survives a failed export; a link is refused)."""
+  outputs.prepare_folder(os.path.dirname(os.path.abspath(path)), '--output')
   if output_format(path) == 'onnx':
     proto = to_onnx(model, config, values)
-    _write_atomically(path, lambda temporary: onnx.save_model(proto, temporary))
+    outputs.write_with(path, lambda temporary: onnx.save_model(proto, temporary), overwrite=overwrite,
+                       setting='--output')
   else:
     serialized = to_stablehlo(model, config).serialize()
 
@@ -147,4 +137,4 @@ def save(model: nnx.Module, config: ml_collections.ConfigDict, path: str, values
       with zipfile.ZipFile(temporary, 'w') as archive:  # Stored: float weights do not compress.
         archive.writestr(METADATA_FILE, json.dumps(values, indent=2))
         archive.writestr(STABLEHLO_MODULE_FILE, bytes(serialized))
-    _write_atomically(path, write)
+    outputs.write_with(path, write, overwrite=overwrite, setting='--output')

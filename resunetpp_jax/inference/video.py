@@ -12,20 +12,28 @@ through OpenCV's FFmpeg backend, so any codec OpenCV decodes works. It writes
   DIR/<stem>.csv          one row per frame, columns CSV_COLUMNS (see
                           `frame_row`).
 
+Existing files of these names are not replaced without overwrite=True
+(predict's --overwrite), and a link or a folder under either name is refused,
+all before any frame is decoded.
+
 Streaming: frames are decoded, batched (predictor.batch_size), segmented and
 written as they come, so memory does not grow with the video's length; the
 decoder (one batch ahead), the model, the rendering (frames of a batch in
 parallel) and the encoder work at the same time, in threads. Both
-files are written under a '.partial' name and renamed when the video is done:
-an interrupted run leaves what it finished there and keeps earlier results.
+files are written under unique temporary names in DIR (`runtime.outputs`,
+'.<name>.XXXX.partial.<ext>', created without following links) and renamed
+when the video is done: an interrupted run leaves what it finished there and
+keeps earlier results, and two runs on one video never write into each other's
+files.
 
 Broken frames: a frame's index comes from its timestamp, so a frame the decoder
 refuses or drops leaves a gap in the indices. Each missing frame is written as
 a black frame and gets a CSV row with broken=1 and empty prediction cells, so
 the output keeps the input's frame count and timing; the run goes on, its
 summary lists the broken frames and the exit status is 1, as for unreadable
-images. Undecodable frames at the very end cannot be counted: the summary
-warns when fewer frames were read than the container declares.
+images. Undecodable frames at the very end cannot be counted, but when fewer
+frames were read than the container declares, or none at all, the summary says
+so and the exit status is 1 too.
 """
 import concurrent.futures
 import csv
@@ -49,6 +57,7 @@ from resunetpp_jax import errors
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
 from resunetpp_jax.inference import predictor as predictor_lib
+from resunetpp_jax.runtime import outputs
 from resunetpp_jax.runtime import progress as progress_lib
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg',
@@ -323,8 +332,21 @@ def _segment_frames(predictor: predictor_lib.Predictor, frames: Iterator[Frame],
   return done, broken
 
 
+def output_paths(path, output_dir: str) -> tuple[str, str]:
+  """Where the overlay video and the CSV of the video at `path` go."""
+  stem = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0])
+  return f'{stem}_overlay.mp4', f'{stem}.csv'
+
+
+def check_outputs(path, output_dir: str, *, overwrite: bool = False) -> None:
+  """Before any frame is decoded: refuses an unwritable --output, a link or folder under an output's name, and
+  existing outputs without `overwrite`."""
+  outputs.check_folder(output_dir)
+  outputs.refuse_existing(output_paths(path, output_dir), overwrite=overwrite)
+
+
 def segment_video(predictor: predictor_lib.Predictor, path: str, output_dir: str,
-                  *, tta: bool = False, smoothing: float = 0.0) -> VideoResult:
+                  *, tta: bool = False, smoothing: float = 0.0, overwrite: bool = True) -> VideoResult:
   """Writes the overlay video and the per-frame CSV of the video at `path`.
 
   Args:
@@ -333,6 +355,7 @@ def segment_video(predictor: predictor_lib.Predictor, path: str, output_dir: str
     output_dir: where <stem>_overlay.mp4 and <stem>.csv go; created if missing.
     tta: average the predictions of the flipped frames (3x slower).
     smoothing: the weight alpha of `TemporalSmoothing` (0: off).
+    overwrite: replace existing outputs (else an OutputExistsError, the old files intact).
   """
   smoother = TemporalSmoothing(smoothing)
   capture, info = open_video(path)
@@ -340,51 +363,73 @@ def segment_video(predictor: predictor_lib.Predictor, path: str, output_dir: str
     logging.warning('%s is %dx%d: the encoder needs even sizes, so the overlay'
                     ' video is one pixel narrower or lower.', path, info.width,
                     info.height)
-  os.makedirs(output_dir, exist_ok=True)
-  stem = os.path.join(output_dir,
-                      os.path.splitext(os.path.basename(path))[0])
-  overlay_path, csv_path = f'{stem}_overlay.mp4', f'{stem}.csv'
-  partial_overlay, partial_csv = (f'{stem}_overlay.partial.mp4',
-                                  f'{stem}.partial.csv')
+  check_outputs(path, output_dir, overwrite=overwrite)
+  outputs.prepare_folder(output_dir)
+  overlay_path, csv_path = output_paths(path, output_dir)
+  try:
+    overlay_handle, partial_overlay = outputs.temporary_path(overlay_path)
+    os.close(overlay_handle)
+    csv_handle, partial_csv = outputs.temporary_path(csv_path)
+  except OSError as error:
+    capture.release()
+    raise outputs.unwritable(output_dir, error) from error
   writer = cv2.VideoWriter(partial_overlay,
                            cv2.VideoWriter_fourcc(*OVERLAY_FOURCC), info.fps,
                            (info.width, info.height))
-  if not writer.isOpened():
-    capture.release()
-    raise errors.UserError(f'Cannot write {partial_overlay}: check that'
-                        f' {output_dir} is writable and has space.')
   progress = FrameProgress(info.frame_count)
   start = time.monotonic()
+  frames_started = False
   try:
-    with open(partial_csv, 'w', newline='', encoding='utf-8') as f:
+    if not writer.isOpened():
+      raise errors.UserError(f'Cannot write {overlay_path}: check that'
+                             f' {output_dir} is writable and has space.')
+    with os.fdopen(csv_handle, 'w', newline='', encoding='utf-8') as f:
       rows = csv.writer(f)
       rows.writerow(CSV_COLUMNS)
 
       def flush_and_report(done: int):
+        nonlocal frames_started
+        frames_started = True
         f.flush()
         progress.update(done)
 
       frames, broken = _segment_frames(predictor, read_frames(capture, info, path), info.fps,
                                        (info.height, info.width), tta, smoother, rows, writer, flush_and_report)
+    writer.release()
+    outputs.publish(partial_overlay, overlay_path, overwrite=overwrite)
+    outputs.publish(partial_csv, csv_path, overwrite=overwrite)
+  except OSError as error:
+    raise outputs.unwritable(output_dir, error) from error
   finally:
     progress.close()
     capture.release()
     writer.release()
-  os.replace(partial_overlay, overlay_path)
-  os.replace(partial_csv, csv_path)
+    if not frames_started:  # Nothing worth keeping; after frames, the partial files keep the work done.
+      for partial in (partial_overlay, partial_csv):
+        if os.path.lexists(partial):
+          os.remove(partial)
   return VideoResult(os.fspath(path), overlay_path, csv_path, info, frames,
                      broken, time.monotonic() - start)
 
 
 def report(result: VideoResult, step: int | None) -> int:
-  """Prints the run's summary; exit status 1 when frames were broken."""
+  """Prints the run's summary; exit status 1 when frames were broken, or fewer (or no) frames decoded than the
+  container declares."""
   print(f'{result.frames} frames of {result.input_path} segmented into'
         f' {result.overlay_path} and {result.csv_path} (checkpoint step {step};'
         f' {result.frames / max(result.seconds, 1e-9):.2f} frames/s).')
-  if result.info.frame_count and result.frames < result.info.frame_count:
-    print(f'Warning: the container declares {result.info.frame_count} frames;'
+  status = 0
+  if not result.frames:
+    print(f'No frame of {result.input_path} could be decoded: check that it'
+          f' plays, or re-encode it, e.g. `ffmpeg -i {result.input_path}'
+          ' fixed.mp4`.', file=sys.stderr)
+    status = 1
+  elif result.info.frame_count and result.frames < result.info.frame_count:
+    print(f'The container declares {result.info.frame_count} frames;'
           f' decoding ended after {result.frames}: {result.input_path} may be'
-          ' cut short.', file=sys.stderr)
+          ' cut short (its last frames are missing from the outputs).',
+          file=sys.stderr)
+    status = 1
   if result.broken:
     listed = ', '.join(map(str, result.broken[:_BROKEN_FRAMES_LISTED]))
     if len(result.broken) > _BROKEN_FRAMES_LISTED:
@@ -392,5 +437,5 @@ def report(result: VideoResult, step: int | None) -> int:
     print(f'{len(result.broken)} of {result.frames} frames could not be'
           ' decoded; they are black in the overlay video and have broken=1 in'
           f' the CSV: frames {listed}.', file=sys.stderr)
-    return 1
-  return 0
+    status = 1
+  return status

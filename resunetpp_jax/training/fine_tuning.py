@@ -15,7 +15,6 @@ import ml_collections
 from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import checkpointer as checkpointer_lib
 from resunetpp_jax.checkpoints import model_file as model_file_lib
-from resunetpp_jax.config import defaults
 
 SHIPPED = 'shipped'
 # The config keys that must agree: they set the network's variables and how they connect.
@@ -34,12 +33,10 @@ def check(config: ml_collections.ConfigDict):
     raise errors.ConfigError(
         f'config.init_from={config.init_from!r}: {path} is not a file. Give a model file written by '
         f"resunetpp_jax.pretrained, '{SHIPPED}' for the package's model, or '' to train from scratch.")
-  try:
-    metadata = model_file_lib.read_metadata(path)
-    theirs = defaults.from_json(metadata['config'])
-  except (OSError, ValueError, KeyError) as error:
-    raise errors.ConfigError(
-        f'config.init_from={config.init_from!r}: {path} is not a resunetpp_jax model file ({error!r}).') from error
+  try:  # The file's format, header and config are checked before anything else is read (model_file).
+    theirs = model_file_lib.model_config(path, model_file_lib.read_metadata(path))
+  except errors.UserError as error:
+    raise errors.ConfigError(f'config.init_from={config.init_from!r}: {error}') from error
   differing = [key for key in _NETWORK_KEYS if theirs[key] != config[key]]
   if differing:
     describe = lambda values: ', '.join(f'{key}={values[key]!r}' for key in differing)

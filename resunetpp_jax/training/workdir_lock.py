@@ -19,6 +19,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from resunetpp_jax import errors
+from resunetpp_jax.runtime import outputs
 
 LOCK_FILE = 'train.lock'
 
@@ -47,9 +48,12 @@ def hold(workdir: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _flock(workdir: str) -> Iterator[None]:
   """Holds WORKDIR/train.lock, or raises WorkdirInUseError naming its holder."""
-  os.makedirs(workdir, exist_ok=True)
+  outputs.prepare_folder(workdir, '--workdir')
   path = os.path.join(workdir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:  # Never through a link planted under the lock's name.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+  except OSError as error:
+    raise outputs.unwritable(path, error, '--workdir') from error
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,9 +62,12 @@ def _flock(workdir: str) -> Iterator[None]:
       raise WorkdirInUseError(
           f'{workdir} is in use by another training run ({holder}; {path} is locked). Wait for that run to end '
           'or stop it, or train into another --workdir.') from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f'process {os.getpid()} on {socket.gethostname()}, started '
-                 f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
+    try:
+      os.ftruncate(fd, 0)
+      os.write(fd, f'process {os.getpid()} on {socket.gethostname()}, started '
+                   f'{time.strftime("%Y-%m-%d %H:%M:%S")}'.encode())
+    except OSError as error:  # A full disk at the start: one message before any work.
+      raise outputs.unwritable(workdir, error, '--workdir') from error
     yield
   finally:
     os.close(fd)  # Releases the lock.

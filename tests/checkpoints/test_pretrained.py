@@ -3,13 +3,16 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 from flax import nnx
 import numpy as np
 import pytest
+from safetensors import numpy as safetensors_numpy
 
 from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import model_file
+from resunetpp_jax.config import validation as config_validation
 from resunetpp_jax.checkpoints import workdir_config
 from resunetpp_jax.evaluation import runner
 from resunetpp_jax.inference import model_sources
@@ -152,3 +155,86 @@ def test_predict_without_a_workdir_uses_the_shipped_model(shared_dir, tmp_path):
       [image_io.read_image(inputs / f'{name}.jpg') for name in names])
   for name, mask in zip(names, expected):
     np.testing.assert_array_equal(np.asarray(image_io.read_mask(tmp_path / 'out' / f'{name}.png')), mask)
+
+
+def _with_metadata(source, target, tensors=None, **changes):
+  """A copy of the model file `source` with its metadata changed (None removes a key) and `tensors` replaced."""
+  loaded = safetensors_numpy.load_file(source)
+  loaded.update(tensors or {})
+  metadata = model_file.read_metadata(source)
+  for key, value in changes.items():
+    if value is None:
+      metadata.pop(key)
+    else:
+      metadata[key] = value
+  safetensors_numpy.save_file(loaded, target, metadata=metadata)
+  return target
+
+
+def test_random_bytes_and_other_formats_are_named_without_reading_a_huge_header(tmp_path):
+  random = tmp_path / 'random.safetensors'
+  random.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+  with pytest.raises(model_file.ModelFileError,
+                     match=f'{random} is not a safetensors model file: its first 8 bytes give a header of'
+                           r' \d+ bytes in a file of 4096 bytes'):
+    model_file.load(random)
+  stablehlo = tmp_path / 'model.stablehlo.zip'
+  with zipfile.ZipFile(stablehlo, 'w') as archive:
+    archive.writestr('metadata.json', '{}')
+  with pytest.raises(model_file.ModelFileError, match='it looks like a zip archive, such as a StableHLO export'):
+    model_file.read_metadata(stablehlo)
+  onnx_file = tmp_path / 'model.onnx'
+  onnx_file.write_bytes(b'\x08\x08\x12\x07jax2onnx' + bytes(64))
+  with pytest.raises(model_file.ModelFileError, match=r'it looks like an ONNX file .*--model=MODEL\.onnx'):
+    model_file.load(onnx_file)
+  with pytest.raises(model_file.ModelFileError, match=f'Model file {tmp_path} is a folder'):
+    model_file.load(tmp_path)
+
+
+@pytest.mark.parametrize('config_change, message', [
+    (None, 'holds no config in its metadata'),
+    ('{"image_size": 0}', 'embedded config is malformed .*image_size'),
+    ('{"image_size": [0, 64]}', r'embedded config cannot work: config.image_size=\(0, 64\) must be'),
+    ('{"image_size": [-32, 64]}', r'config.image_size=\(-32, 64\) must be'),
+    ('{"image_size": [65536, 65536]}', 'each side must be at most 4096 pixels'),
+    ('{"model": "vgg"}', "config.model='vgg' is not one of"),
+    ('{"filters": "wide"}', 'embedded config is malformed'),
+    ('[1, 2]', 'embedded config is malformed'),
+])
+def test_an_embedded_config_that_cannot_work_is_named(tiny_model, tiny_config, tmp_path, config_change, message):
+  path = tmp_path / 'model.safetensors'
+  model_file.save(tiny_model, tiny_config, path)
+  bad = _with_metadata(path, tmp_path / 'bad.safetensors', config=config_change)
+  with pytest.raises(model_file.ModelFileError, match=f'{bad}.*{message}'):
+    model_file.load(bad)
+
+
+def test_non_finite_weights_are_refused_by_name(tiny_model, tiny_config, tmp_path):
+  path = tmp_path / 'model.safetensors'
+  model_file.save(tiny_model, tiny_config, path)
+  name, value = next(iter(safetensors_numpy.load_file(path).items()))
+  value = value.copy()
+  value.flat[0] = np.nan
+  bad = _with_metadata(path, tmp_path / 'nan.safetensors', tensors={name: value})
+  with pytest.raises(model_file.ModelFileError, match=f"{bad}: tensor '{name}' holds NaN or Inf"):
+    model_file.load(bad)
+
+
+def test_image_size_is_bounded_in_training_configs_too(tiny_config):
+  tiny_config.image_size = (8192, 64)
+  with pytest.raises(errors.ConfigError, match='each side must be at most 4096 pixels'):
+    config_validation.validate(tiny_config, num_devices=1)
+
+
+def test_saving_a_model_file_keeps_the_old_one_on_a_full_disk(tiny_model, tiny_config, tmp_path, monkeypatch):
+  path = tmp_path / 'model.safetensors'
+  path.write_bytes(b'old')
+
+  def full(tensors, filename, metadata):
+    with open(filename, 'wb') as f:
+      f.write(b'half')
+    raise OSError(28, 'No space left on device', filename)
+  monkeypatch.setattr(model_file.safetensors_numpy, 'save_file', full)
+  with pytest.raises(errors.UserError, match='the disk is full'):
+    model_file.save(tiny_model, tiny_config, path)
+  assert path.read_bytes() == b'old' and sorted(os.listdir(tmp_path)) == ['model.safetensors']

@@ -83,14 +83,41 @@ def runs(trained_workdir, synthetic_data_dir, session_cache_dir, tmp_path_factor
   (inputs / 'sub.png').mkdir()
   os.mkfifo(inputs / 'pipe.png')
   predict = ('predict', f'--input={inputs}', f'--output={root / "masks"}')
+  fresh = ('predict', f'--input={inputs}', f'--output={root / "fresh"}')  # Refused outputs come before the model.
   add('predict_no_checkpoint', *predict, f'--workdir={untrained}')
   add('predict_unknown_step', *predict, f'--workdir={trained_workdir}', '--checkpoint=99')
   add('predict_unknown_step_verbose', *predict, f'--workdir={trained_workdir}', '--checkpoint=99', '--verbosity=1')
   add('predict_bad_files', *predict, f'--workdir={trained_workdir}', f'--checkpoint={TRAINED_STEPS}', '--tta')
   add('predict_into_the_input_folder', 'predict', f'--input={inputs}', f'--output={inputs}',
       f'--workdir={trained_workdir}')
-  add('predict_missing_model_file', *predict, f'--model={root / "missing.safetensors"}')
-  add('predict_workdir_and_model', *predict, f'--workdir={trained_workdir}', f'--model={root / "m.onnx"}')
+  add('predict_missing_model_file', *fresh, f'--model={root / "missing.safetensors"}')
+  add('predict_workdir_and_model', *fresh, f'--workdir={trained_workdir}', f'--model={root / "m.onnx"}')
+
+  pranet = _pairs(root / 'pranet')
+  add('predict_into_the_datasets_masks', 'predict', f'--input={pranet / "images"}', f'--output={pranet / "masks"}',
+      f'--workdir={trained_workdir}', '--overwrite')
+  add('predict_again_without_overwrite', *predict, f'--workdir={trained_workdir}')
+  (root / 'a_file').write_text('not a folder')
+  add('predict_output_is_a_file', 'predict', f'--input={inputs / "a.png"}', f'--output={root / "a_file"}',
+      f'--workdir={trained_workdir}')
+  add('predict_model_is_a_folder', *fresh, f'--model={root}')
+  (root / 'random.safetensors').write_bytes(np.random.default_rng(0).integers(0, 256, 1000, np.uint8).tobytes())
+  add('predict_model_random_bytes', *fresh, f'--model={root / "random.safetensors"}')
+  (root / 'a_file.onnx').write_text('an older export')
+  add('export_existing_output', 'export', f'--output={root / "a_file.onnx"}')
+  add('pretrained_into_the_workdir', 'pretrained', f'--workdir={trained_workdir}',
+      f'--output={trained_workdir}/config.json', '--overwrite')
+  add('pretrained_missing_card', 'pretrained', f'--workdir={trained_workdir}', f'--output={root / "m.safetensors"}',
+      f'--card={root / "missing_card.json"}')
+  add('pretrained_existing_output', 'pretrained', f'--workdir={trained_workdir}', f'--output={root / "a_file"}')
+  add('main_workdir_is_a_file', 'main', '--config=configs/synthetic.py', f'--workdir={root / "a_file"}',
+      f'--config.data_dir={synthetic_data_dir}', f'--config.compilation_cache_dir={session_cache_dir}')
+  add('evaluate_output_dir_is_a_file', 'evaluate', f'--workdir={trained_workdir}', '--datasets=synthetic_polyps:valid',
+      f'--output_dir={root / "a_file"}')
+  truncated = root / 'truncated'
+  truncated.mkdir()
+  (truncated / 'config.json').write_text('{"model": "resunetpp", "fil')
+  add('evaluate_truncated_config', 'evaluate', f'--workdir={truncated}')
 
   add('evaluate_no_checkpoint', 'evaluate', f'--workdir={untrained}')
   add('evaluate_unknown_step', 'evaluate', f'--workdir={trained_workdir}', '--checkpoint=99')
@@ -166,6 +193,30 @@ def test_predict_reports_bad_files_and_skipped_entries_and_segments_the_rest(run
 def test_predict_names_a_missing_model_file_and_refuses_two_models(runs):
   assert 'missing.safetensors does not exist.' in _error(runs, 'predict_missing_model_file')
   assert 'Give --workdir or --model, not both.' in _error(runs, 'predict_workdir_and_model')
+
+
+def test_outputs_are_never_lost_and_bad_destinations_are_named(runs, trained_workdir):
+  root = runs[1]['root']
+  stderr = _error(runs, 'predict_into_the_datasets_masks')
+  assert f"--output={root}/pranet/masks holds 4 image files named like the inputs that predict did not write" in stderr
+  mask = np.asarray(Image.open(root / 'pranet' / 'masks' / '0.png'))
+  assert mask[4:12, 5:15].all() and mask.sum() == 80 * 255  # The ground truth is intact.
+  stderr = _error(runs, 'predict_again_without_overwrite')
+  assert 'Error: 3 outputs already exist: ' in stderr and 'pass --overwrite to replace them' in stderr
+  assert f'--output={root}/a_file is a file, not a folder' in _error(runs, 'predict_output_is_a_file')
+  assert f'Model file {root} is a folder' in _error(runs, 'predict_model_is_a_folder')
+  assert 'random.safetensors is not a safetensors model file' in _error(runs, 'predict_model_random_bytes')
+  assert f'1 outputs already exist: {root}/a_file.onnx' in _error(runs, 'export_existing_output')
+  assert (root / 'a_file.onnx').read_text() == 'an older export'
+  assert 'is inside --workdir' in _error(runs, 'pretrained_into_the_workdir')
+  with open(os.path.join(trained_workdir, 'config.json')) as f:
+    assert json.load(f)['model'] == 'resunetpp'  # Not replaced by a model file.
+  assert 'missing_card.json cannot be read as JSON' in _error(runs, 'pretrained_missing_card')
+  assert f'1 outputs already exist: {root}/a_file' in _error(runs, 'pretrained_existing_output')
+  assert f'--workdir={root}/a_file is a file, not a folder' in _error(runs, 'main_workdir_is_a_file')
+  assert f'--output_dir={root}/a_file is a file, not a folder' in _error(runs, 'evaluate_output_dir_is_a_file')
+  assert f'{root}/truncated/config.json is damaged or unreadable' in _error(runs, 'evaluate_truncated_config')
+  assert (root / 'a_file').read_text() == 'not a folder'
 
 
 def test_evaluate_on_bad_input(runs):

@@ -321,7 +321,7 @@ def test_evaluate_command_line_prints_a_table(trained_workdir):
   completed = subprocess.run(
       [sys.executable, '-m', 'resunetpp_jax.evaluate',
        f'--workdir={trained_workdir}', '--checkpoint=latest',
-       '--datasets=synthetic_polyps:valid', '--table=markdown'],
+       '--datasets=synthetic_polyps:valid', '--table=markdown', '--overwrite'],
       cwd=REPO_DIR, capture_output=True, text=True, timeout=300, check=False)
   assert completed.returncode == 0, completed.stderr
   assert f'(step {TRAIN_STEPS})' in completed.stdout

@@ -261,3 +261,98 @@ def test_out_of_memory_names_the_batch_size_and_keeps_the_masks_written(predicto
     assert 'batch of 2' in message and 'batch_size (now 2: --batch_size' in message
     assert f'image_size={MODEL_SIZE}' in message
   assert sorted(os.listdir(tmp_path / 'out')) == ['0.png', '1.png']
+
+
+class _HalfPredictor:
+  """Probability 0.75 on the left half, 0 elsewhere: predict_files without a trained model."""
+  batch_size = 2
+  step = 0
+
+  def predict_proba(self, images, tta=False):
+    del tta
+    result = []
+    for image in images:
+      probabilities = np.zeros(image.shape[:2], np.float32)
+      probabilities[:, :image.shape[1] // 2] = 0.75
+      result.append(probabilities)
+    return result
+
+
+def _pranet_layout(root):
+  """data/images/{0,1}.png and their ground truth in data/masks/{0,1}.png."""
+  for folder in ('images', 'masks'):
+    (root / folder).mkdir(parents=True)
+  for k in range(2):
+    Image.fromarray(_random_image(20, 24, seed=k)).save(root / 'images' / f'{k}.png')
+    Image.fromarray(np.full((20, 24), 255 * k, np.uint8)).save(root / 'masks' / f'{k}.png')
+  return root
+
+
+def test_the_datasets_masks_folder_is_refused_even_with_overwrite(tmp_path):
+  data = _pranet_layout(tmp_path / 'data')
+  truth = {name: (data / 'masks' / name).read_bytes() for name in ('0.png', '1.png')}
+  paths, _ = image_files.list_inputs(os.fspath(data / 'images'))
+  for overwrite in (False, True):
+    with pytest.raises(errors.UserError, match=rf"--output={data}/masks holds 2 image files named like the inputs"
+                                               r" that predict did not write \(0.png, 1.png\): it looks like the"
+                                               " dataset's masks"):
+      image_files.check_outputs(paths, os.fspath(data / 'masks'), overwrite=overwrite)
+  assert {name: (data / 'masks' / name).read_bytes() for name in truth} == truth
+  with pytest.raises(errors.UserError, match='is the input folder'):
+    image_files.check_outputs(paths, os.fspath(data / 'images'), overwrite=True)
+
+
+def test_existing_outputs_are_listed_and_kept_unless_overwrite(tmp_path):
+  data = _pranet_layout(tmp_path / 'data')
+  paths, _ = image_files.list_inputs(os.fspath(data / 'images'))
+  output = tmp_path / 'out'
+  image_files.check_outputs(paths, os.fspath(output))
+  assert not image_files.predict_files(_HalfPredictor(), paths, os.fspath(output), overwrite=False)
+  first = _read_png(output / '0.png')
+  assert (first[:, :12] == 255).all() and (first[:, 12:] == 0).all()
+  (output / 'notes.csv').write_text('mine')
+  with pytest.raises(errors.UserError, match=rf'2 outputs already exist: {output}/0.png, {output}/1.png\.'
+                                             ' Nothing was written; pass --overwrite'):
+    image_files.check_outputs(paths, os.fspath(output), save_overlay=True)
+  # predict's own masks (marked in the PNG) may be replaced on request, and are still read as plain PNGs.
+  image_files.check_outputs(paths, os.fspath(output), overwrite=True, save_overlay=True)
+  assert not image_files.predict_files(_HalfPredictor(), paths, os.fspath(output), save_overlay=True)
+  assert sorted(os.listdir(output)) == ['0.png', '0_overlay.png', '1.png', '1_overlay.png', 'notes.csv']
+
+
+def test_outputs_that_collide_are_found_before_any_work(tmp_path):
+  folder = tmp_path / 'inputs'
+  folder.mkdir()
+  Image.fromarray(_random_image(20, 24, seed=1)).save(folder / 'a.jpg')
+  Image.fromarray(_random_image(20, 24, seed=2)).save(folder / 'a_overlay.jpg')
+  paths, _ = image_files.list_inputs(os.fspath(folder))
+  with pytest.raises(errors.UserError, match=r'1 output names would be written twice, one replacing the other:'
+                                             r' a_overlay.png \(from a.jpg and a_overlay.jpg\)'):
+    image_files.check_outputs(paths, os.fspath(tmp_path / 'out'), save_overlay=True)
+  assert not (tmp_path / 'out').exists()
+  image_files.check_outputs(paths, os.fspath(tmp_path / 'out'))  # Without overlays, no clash.
+
+
+def test_a_link_planted_in_the_output_folder_is_refused_and_its_target_kept(tmp_path):
+  data = _pranet_layout(tmp_path / 'data')
+  paths, _ = image_files.list_inputs(os.fspath(data / 'images'))
+  target = tmp_path / 'precious.png'
+  target.write_bytes(b'not yours')
+  output = tmp_path / 'out'
+  output.mkdir()
+  (output / '1.png').symlink_to(target)
+  with pytest.raises(errors.UserError, match=f'1 outputs in --output are symbolic links.*{output}/1.png'):
+    image_files.check_outputs(paths, os.fspath(output), overwrite=True)
+  # Planted after the check: that file fails, the others are written, the target is intact.
+  failures = image_files.predict_files(_HalfPredictor(), paths, os.fspath(output))
+  assert list(failures) == [paths[1]] and 'is a symbolic link' in failures[paths[1]]
+  assert target.read_bytes() == b'not yours'
+  assert sorted(os.listdir(output)) == ['0.png', '1.png']
+
+
+def test_an_output_that_is_a_file_is_named(tmp_path):
+  data = _pranet_layout(tmp_path / 'data')
+  paths, _ = image_files.list_inputs(os.fspath(data / 'images'))
+  (tmp_path / 'out').write_text('a file')
+  with pytest.raises(errors.UserError, match=f'--output={tmp_path}/out is a file, not a folder'):
+    image_files.check_outputs(paths, os.fspath(tmp_path / 'out'))

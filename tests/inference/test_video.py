@@ -316,7 +316,9 @@ def test_a_failure_midway_stops_every_thread_and_keeps_the_partial_csv(failing, 
   with pytest.raises(errors.UserError, match='fails'):
     video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path))
   assert not [thread.name for thread in threading.enumerate() if thread.name.startswith('video-')]
-  assert [row['frame'] for row in _read_csv(tmp_path / 'pan.partial.csv')] == [
+  partial_csv, = tmp_path.glob('.pan.csv.*.partial.csv')
+  assert not (tmp_path / 'pan.csv').exists()
+  assert [row['frame'] for row in _read_csv(partial_csv)] == [
       str(k) for k in range(2 * oracle.batch_size)]
 
 
@@ -347,3 +349,39 @@ def test_predict_command_line_on_a_video_with_a_broken_frame(trained_workdir, br
   assert written.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and fps == pytest.approx(FPS, abs=1e-3)
   rows = _read_csv(tmp_path / 'broken.csv')
   assert [row['broken'] for row in rows] == ['1' if k == BROKEN_FRAME else '0' for k in range(NUM_FRAMES)]
+
+
+def _result(frames, declared, broken=()):
+  return video.VideoResult('v.mp4', 'out/v_overlay.mp4', 'out/v.csv', video.VideoInfo(25.0, 4, 2, declared),
+                           frames, list(broken), 1.0)
+
+
+def test_no_frame_or_fewer_frames_than_declared_exit_1(capsys):
+  assert video.report(_result(0, 0), step=1) == 1
+  assert 'No frame of v.mp4 could be decoded' in capsys.readouterr().err
+  assert video.report(_result(7, 10), step=1) == 1
+  assert 'declares 10 frames; decoding ended after 7' in capsys.readouterr().err
+  assert video.report(_result(10, 10), step=1) == 0
+
+
+def test_a_link_at_the_old_partial_name_is_not_followed_and_outputs_are_not_replaced(oracle, mp4_path, tmp_path):
+  """Two runs on one video into one folder used fixed '.partial' names: a link planted there, or the other run,
+  received the rows. Now the temporary names are unique and created without following links."""
+  target = tmp_path / 'precious.csv'
+  target.write_text('keep me')
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'pan.partial.csv').symlink_to(target)
+  (out / 'pan_overlay.partial.mp4').symlink_to(target)
+  result = video.segment_video(oracle, os.fspath(mp4_path), os.fspath(out))
+  assert target.read_text() == 'keep me'
+  assert len(_read_csv(result.csv_path)) == NUM_FRAMES
+  assert sorted(os.listdir(out)) == ['pan.csv', 'pan.partial.csv', 'pan_overlay.mp4', 'pan_overlay.partial.mp4']
+  before = (out / 'pan.csv').read_bytes()
+  with pytest.raises(errors.UserError, match='2 outputs already exist: .*pass --overwrite'):
+    video.segment_video(oracle, os.fspath(mp4_path), os.fspath(out), overwrite=False)
+  assert (out / 'pan.csv').read_bytes() == before
+  (out / 'pan.csv').unlink()
+  (out / 'pan.csv').mkdir()  # A folder where the CSV goes: refused before any frame is decoded.
+  with pytest.raises(errors.UserError, match='are folders where files should go: .*pan.csv'):
+    video.segment_video(oracle, os.fspath(mp4_path), os.fspath(out))
