@@ -59,6 +59,18 @@ def _validate_data(config, datasets: list[str]):
                       "set one (the other to 0 or '').")
 
 
+def _validate_resunetpp_switches(config):
+  """Each switch one of its choices (the original's first), and away from it only when the ResUNet++ is built."""
+  from resunetpp_jax.models import resunetpp  # pylint: disable=import-outside-toplevel (see validate)
+  switches = {'resunetpp_block': resunetpp.BLOCKS, 'resunetpp_attention': resunetpp.ATTENTIONS,
+              'resunetpp_downsample': resunetpp.DOWNSAMPLES, 'resunetpp_upsample': resunetpp.UPSAMPLES}
+  for key, allowed in switches.items():
+    _require_choice(config, key, allowed)
+    if config[key] != allowed[0] and config.model != 'resunetpp':
+      raise ConfigError(f'config.{key}={config[key]!r} applies only to model=\'resunetpp\' '
+                        f'(config.model={config.model!r}): leave it at {allowed[0]!r}.')
+
+
 def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1):
   """Raises ConfigError for the first value that cannot work."""
   # Imported here: the registries pull in JAX/Flax/TFDS, which validation of the
@@ -75,6 +87,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int, num_process
   _require_choice(config, 'optimizer', OPTIMIZERS)
   _require_choice(config, 'schedule', SCHEDULES)
   _validate_data(config, sorted(registry.DATASETS))
+  _validate_resunetpp_switches(config)
 
   filters = tuple(config.filters)
   if len(filters) < 2 or any(not isinstance(f, int) or f < 1 for f in filters):

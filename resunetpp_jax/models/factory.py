@@ -13,7 +13,10 @@ COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 # config.model -> builder(config, **the arguments every network takes).
 MODELS: dict[str, Callable[..., nnx.Module]] = {
-    'resunetpp': lambda config, **common: resunetpp.ResUNetPP(deep_supervision=config.deep_supervision, **common),
+    'resunetpp': lambda config, **common: resunetpp.ResUNetPP(
+        deep_supervision=config.deep_supervision, block=config.resunetpp_block,
+        attention=config.resunetpp_attention, downsample=config.resunetpp_downsample,
+        upsample=config.resunetpp_upsample, **common),
     # One output: config.deep_supervision does not apply.
     'unet': lambda config, **common: unet.UNet(**common),
     'unetpp': lambda config, **common: unet.UNetPP(deep_supervision=config.deep_supervision, **common),
