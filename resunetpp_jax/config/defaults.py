@@ -14,7 +14,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   c.seed = 0  # Seeds parameters, dropout-free model RNG, shuffling and augmentation.
 
   # --- Data ---------------------------------------------------------------
-  # NAME:SPLIT items (resunetpp_jax.data.specs): NAME a dataset of resunetpp_jax.data.builders,
+  # NAME:SPLIT items (resunetpp_jax.data.specs): NAME a dataset of resunetpp_jax.data.registry,
   # SPLIT one of its splits or 'all'. Training reads the '+'-joined items as one stream.
   c.train_data = 'synthetic_polyps:train'
   # Validation during training, one of: a seeded carve-out of train_data (validation_fraction > 0:
@@ -41,13 +41,21 @@ def get_default_config() -> ml_collections.ConfigDict:
   # BatchNorm's running-average momentum (Keras' 0.99, as the original). Short runs
   # want less (0.9): the averages that inference uses trail the weights by ~1/(1-momentum) steps.
   c.bn_momentum = 0.99
+  # Ablation switches of the ResUNet++ (model='resunetpp' only; issue 28, docs/records/ablation_resunetpp.md).
+  # The first value of each is the original network (SPEC.md); the second swaps in the UNet++'s part.
+  c.resunetpp_block = 'preact_residual'  # 'preact_residual' (BN-ReLU-conv x2 + 1x1 shortcut) or 'plain' (the
+  #   UNet++'s (conv-BN-ReLU) x2, no shortcut).
+  c.resunetpp_attention = 'cbam'  # 'cbam' (channel then spatial gate in every block) or 'none'.
+  c.resunetpp_downsample = 'stride'  # 'stride' (stride-2 first conv of encoder blocks) or 'pool' (2x2 max pool).
+  c.resunetpp_upsample = 'nearest_conv'  # 'nearest_conv' (nearest 2x + conv3x3 + ReLU) or 'transpose' (2x2
+  #   transposed conv, stride 2).
 
   # Initial weights: '' from scratch (seeded); 'shipped' (the package's polyp model) or a model file written by
-  # resunetpp_jax.pretrained: its parameters and BatchNorm statistics, to fine-tune (resunetpp_jax.fine_tuning).
+  # resunetpp_jax.pretrained: its parameters and BatchNorm statistics, to fine-tune (resunetpp_jax.training.fine_tuning).
   c.init_from = ''
 
   # --- Loss and optimizer -------------------------------------------------
-  c.loss = 'dice'  # See resunetpp_jax.losses.LOSSES for the names.
+  c.loss = 'dice'  # See resunetpp_jax.models.losses.LOSSES for the names.
   c.head_l2 = 1e-4  # L2 penalty on the supervision heads' kernels (Keras' l2(1e-4)).
   c.optimizer = 'nadam'  # optax.nadam: Adam with Nesterov momentum (see README).
   c.learning_rate = 1e-5

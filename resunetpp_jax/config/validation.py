@@ -60,6 +60,20 @@ def _validate_data(config, datasets: list[str]) -> DataPlan:
   return plan
 
 
+def _validate_resunetpp_switches(config):
+  """Each switch one of its choices (the original's first), and away from it only when the ResUNet++ is built."""
+  from resunetpp_jax.models import resunetpp  # pylint: disable=import-outside-toplevel (see validate)
+  switches = {'resunetpp_block': resunetpp.BLOCKS, 'resunetpp_attention': resunetpp.ATTENTIONS,
+              'resunetpp_downsample': resunetpp.DOWNSAMPLES, 'resunetpp_upsample': resunetpp.UPSAMPLES}
+  for key, allowed in switches.items():
+    value = config.get(key, allowed[0])  # A model file written before the switches holds the original.
+    if value not in allowed:
+      raise ConfigError(f'config.{key}={value!r} is not one of {", ".join(map(repr, allowed))}.')
+    if value != allowed[0] and config.model != 'resunetpp':
+      raise ConfigError(f'config.{key}={value!r} applies only to model=\'resunetpp\' '
+                        f'(config.model={config.model!r}): leave it at {allowed[0]!r}.')
+
+
 def validate_model(config: ml_collections.ConfigDict):
   """The keys that build the network (model, dtype, filters, image_size, num_classes): what a model file's
   embedded config must satisfy too."""
@@ -67,6 +81,7 @@ def validate_model(config: ml_collections.ConfigDict):
   _require_finite(config)
   _require_choice(config, 'model', models.MODELS)
   _require_choice(config, 'dtype', DTYPES)
+  _validate_resunetpp_switches(config)
   filters = tuple(config.filters) if isinstance(config.filters, (list, tuple)) else (config.filters,)
   if len(filters) < 2 or any(not isinstance(f, int) or isinstance(f, bool) or f < 1 for f in filters):
     raise ConfigError(f'config.filters={filters!r} must be at least two positive integers, one per level.')

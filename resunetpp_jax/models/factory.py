@@ -11,9 +11,16 @@ from resunetpp_jax.models import unet
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
+def _resunetpp_switches(config: ml_collections.ConfigDict) -> dict[str, str]:
+  """The ablation switches config.resunetpp_* (issue 28) that the config sets; absent ones keep the original."""
+  keys = ('block', 'attention', 'downsample', 'upsample')
+  return {key: config[f'resunetpp_{key}'] for key in keys if f'resunetpp_{key}' in config}
+
+
 # config.model -> builder(config, **the arguments every network takes).
 MODELS: dict[str, Callable[..., nnx.Module]] = {
-    'resunetpp': lambda config, **common: resunetpp.ResUNetPP(deep_supervision=config.deep_supervision, **common),
+    'resunetpp': lambda config, **common: resunetpp.ResUNetPP(deep_supervision=config.deep_supervision,
+                                                              **_resunetpp_switches(config), **common),
     # One output: config.deep_supervision does not apply.
     'unet': lambda config, **common: unet.UNet(**common),
     'unetpp': lambda config, **common: unet.UNetPP(deep_supervision=config.deep_supervision, **common),

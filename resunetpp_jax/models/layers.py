@@ -128,31 +128,47 @@ class PreActivationUnit(nnx.Module):
 
 
 class CbamResidualBlock(nnx.Module):
-  """The network's one block: pre-activation unit, channel then spatial attention, plus a projected shortcut."""
+  """The network's one block: pre-activation unit, channel then spatial attention, plus a projected shortcut.
+
+  The defaults build the original's block. The ablation switches (issue 28) take parts out:
+  `residual=False` replaces the pre-activation unit and its shortcut by the UNet++'s ConvBlock (post-activation,
+  no shortcut; `strides` on its first convolution), `attention=False` drops both CBAM gates (no `ca`, no `sa`).
+  """
 
   def __init__(self, in_features: int, out_features: int, strides: int = 1, *, dtype: Any = jnp.float32,
-               bn_momentum: float = BN_MOMENTUM, rngs: nnx.Rngs):
-    self.unit = PreActivationUnit(in_features, out_features, strides, dtype=dtype, bn_momentum=bn_momentum,
-                                  rngs=rngs)
-    self.ca = ChannelAttention(out_features, dtype=dtype, rngs=rngs)
-    self.sa = SpatialAttention(dtype=dtype, bn_momentum=bn_momentum, rngs=rngs)
-    self.short_conv = conv(in_features, out_features, 1, strides=strides, dtype=dtype, rngs=rngs)
-    self.short_bn = batch_norm(out_features, dtype, rngs, bn_momentum)
+               bn_momentum: float = BN_MOMENTUM, residual: bool = True, attention: bool = True,
+               rngs: nnx.Rngs):
+    self.residual = residual
+    self.attention = attention
+    if residual:
+      self.unit = PreActivationUnit(in_features, out_features, strides, dtype=dtype, bn_momentum=bn_momentum,
+                                    rngs=rngs)
+    else:
+      self.unit = ConvBlock(in_features, out_features, strides, dtype=dtype, bn_momentum=bn_momentum, rngs=rngs)
+    if attention:
+      self.ca = ChannelAttention(out_features, dtype=dtype, rngs=rngs)
+      self.sa = SpatialAttention(dtype=dtype, bn_momentum=bn_momentum, rngs=rngs)
+    if residual:
+      self.short_conv = conv(in_features, out_features, 1, strides=strides, dtype=dtype, rngs=rngs)
+      self.short_bn = batch_norm(out_features, dtype, rngs, bn_momentum)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = self.sa(self.ca(self.unit(x)))
-    return y + self.short_bn(self.short_conv(x))
+    y = self.unit(x)
+    if self.attention:
+      y = self.sa(self.ca(y))
+    return y + self.short_bn(self.short_conv(x)) if self.residual else y
 
 
 class ConvBlock(nnx.Module):
   """(Conv3x3 -> BN -> ReLU) twice: the block of U-Net and UNet++ as the polyp literature's baselines build them.
 
-  The convolutions have no bias: the BatchNorm after each one subtracts any constant shift.
+  The convolutions have no bias: the BatchNorm after each one subtracts any constant shift. `strides` applies to
+  the first one (the ResUNet++'s `resunetpp_block='plain'` ablation with strided downsampling).
   """
 
-  def __init__(self, in_features: int, out_features: int, *, dtype: Any = jnp.float32,
+  def __init__(self, in_features: int, out_features: int, strides: int = 1, *, dtype: Any = jnp.float32,
                bn_momentum: float = BN_MOMENTUM, rngs: nnx.Rngs):
-    self.conv1 = conv(in_features, out_features, 3, use_bias=False, dtype=dtype, rngs=rngs)
+    self.conv1 = conv(in_features, out_features, 3, strides=strides, use_bias=False, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(out_features, dtype, rngs, bn_momentum)
     self.conv2 = conv(out_features, out_features, 3, use_bias=False, dtype=dtype, rngs=rngs)
     self.bn2 = batch_norm(out_features, dtype, rngs, bn_momentum)

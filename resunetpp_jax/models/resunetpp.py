@@ -58,31 +58,63 @@ class SupervisedHeads(nnx.Module):
     return sum(jnp.sum(jnp.square(head.kernel[...])) for head in self.heads)
 
 
+# The ablation switches of issue 28 (config keys resunetpp_block, _attention, _downsample, _upsample); the first
+# of each is the original's. With the second of all four the network is the UNet++ (models/unet.py) parameter
+# for parameter: ConvBlocks, max pooling, 2x2 transposed convolutions, no attention.
+BLOCKS = ('preact_residual', 'plain')
+ATTENTIONS = ('cbam', 'none')
+DOWNSAMPLES = ('stride', 'pool')
+UPSAMPLES = ('nearest_conv', 'transpose')
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+  if value not in allowed:
+    raise ValueError(f'{name}={value!r} is not one of {", ".join(map(repr, allowed))}.')
+
+
 class ResUNetPP(SupervisedHeads):
   """Residual UNet++; `__call__` returns one float32 logits map per supervision head.
 
   With deep supervision there is a head on each X[0, j], j = 1..L-1 (L = len(filters)); without it only the
   head on X[0, L-1] exists. The nested decoder is complete either way, since X[0, L-1] depends on every node.
+
+  The defaults are the original network (SPEC.md). The ablation switches replace one part each by the UNet++'s:
+  block='plain' (ConvBlock, no shortcut), attention='none' (no CBAM), downsample='pool' (2x2 max pooling before
+  each encoder block, which then has stride 1), upsample='transpose' (2x2 transposed convolution, no ReLU).
   """
 
   def __init__(self, filters: Sequence[int] = (32, 64, 128, 256, 512), num_classes: int = 1,
                deep_supervision: bool = True, dtype: Any = jnp.float32,
-               bn_momentum: float = layers.BN_MOMENTUM, *, rngs: nnx.Rngs):
+               bn_momentum: float = layers.BN_MOMENTUM, *, block: str = 'preact_residual',
+               attention: str = 'cbam', downsample: str = 'stride', upsample: str = 'nearest_conv',
+               rngs: nnx.Rngs):
     filters = check_levels(filters)
+    _check_choice('block', block, BLOCKS)
+    _check_choice('attention', attention, ATTENTIONS)
+    _check_choice('downsample', downsample, DOWNSAMPLES)
+    _check_choice('upsample', upsample, UPSAMPLES)
     self.filters = filters
     self.num_levels = len(filters)
     self.dtype = dtype
-    block = lambda cin, cout, strides=1: layers.CbamResidualBlock(cin, cout, strides, dtype=dtype,
-                                                                  bn_momentum=bn_momentum, rngs=rngs)
+    self.pool = downsample == 'pool'
+    encoder_stride = 1 if self.pool else 2
+    make_block = lambda cin, cout, strides=1: layers.CbamResidualBlock(
+        cin, cout, strides, dtype=dtype, bn_momentum=bn_momentum, residual=block == 'preact_residual',
+        attention=attention == 'cbam', rngs=rngs)
+    if upsample == 'nearest_conv':
+      make_up = lambda cin, cout: layers.UpConv(cin, cout, dtype=dtype, rngs=rngs)
+    else:
+      make_up = lambda cin, cout: layers.conv_transpose_2x(cin, cout, dtype=dtype, rngs=rngs)
 
-    self.enc = nnx.List([block(IMAGE_CHANNELS if i == 0 else filters[i - 1], filters[i], 1 if i == 0 else 2)
-                         for i in range(self.num_levels)])
+    self.enc = nnx.List([
+        make_block(IMAGE_CHANNELS if i == 0 else filters[i - 1], filters[i], 1 if i == 0 else encoder_stride)
+        for i in range(self.num_levels)])
     self.up = nnx.Dict()
     self.dec = nnx.Dict()
     for j in range(1, self.num_levels):
       for i in range(self.num_levels - j):
-        self.up[node_name(i, j)] = layers.UpConv(filters[i + 1], filters[i], dtype=dtype, rngs=rngs)
-        self.dec[node_name(i, j)] = block(filters[i] * (j + 1), filters[i])
+        self.up[node_name(i, j)] = make_up(filters[i + 1], filters[i])
+        self.dec[node_name(i, j)] = make_block(filters[i] * (j + 1), filters[i])
     self.head_columns = tuple(range(1, self.num_levels) if deep_supervision else (self.num_levels - 1,))
     # Heads read the compute dtype but accumulate into and return float32 logits, which the losses need,
     # without a float32 copy of the full-resolution features they read.
@@ -97,6 +129,9 @@ class ResUNetPP(SupervisedHeads):
     outputs = {}
     grid = {}  # (i, j) -> X[i, j]
     for i in range(self.num_levels):
+      if i and self.pool:
+        # window_shape by keyword, as in unet.py (jax2onnx's stand-in for nnx.max_pool takes no other form).
+        x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
       x = self.enc[i](x)
       grid[i, 0] = outputs[f'enc.{i}'] = x
       # UNet++ order: once X[i, 0] exists, fill the anti-diagonal X[i-j, j].
@@ -108,4 +143,3 @@ class ResUNetPP(SupervisedHeads):
     for k, (head, j) in enumerate(zip(self.heads, self.head_columns)):
       outputs[f'heads.{k}'] = head(grid[0, j])
     return outputs
-
