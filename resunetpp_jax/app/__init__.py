@@ -11,7 +11,9 @@ It binds to 127.0.0.1. `--host=0.0.0.0` serves the network and prints a warning:
 authentication. The model is compiled once at start; at most --concurrency model calls run at once and
 --queue_size more wait, the rest get HTTP 503. Uploads live in a temporary folder removed at exit. See docs/app.md.
 """
+import atexit
 import os
+import signal
 import sys
 
 from absl import flags
@@ -71,6 +73,8 @@ def main(argv):
       predictor, concurrency=args.concurrency, queue_size=args.queue_size,
       max_upload_bytes=int(args.max_upload_mb * 2**20), max_video_bytes=int(args.max_video_mb * 2**20),
       tta=args.tta)
+  atexit.register(service.close)  # Also when uvicorn's shutdown ends the process some other way.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
   # Gradio keeps its uploads in GRADIO_TEMP_DIR: inside the folder removed at exit.
   os.environ['GRADIO_TEMP_DIR'] = os.path.join(service.upload_root, 'gradio')
   try:

@@ -143,7 +143,7 @@ def build(models: service_lib.Models) -> gr.Blocks:
         return (service_lib.overlay(result.image, result.mask(threshold_value)),
                 _numbers_table(results, threshold_value), [_zip_masks(results, threshold_value, _output_dir(models))])
 
-      threshold.release(rethreshold, [results_state, picked, threshold], [shown_overlay, numbers, downloads])
+      threshold.change(rethreshold, [results_state, picked, threshold], [shown_overlay, numbers, downloads])
 
     with gr.Tab('Explore an evaluation', elem_id='explore-tab'):
       _build_explore(models)
