@@ -197,7 +197,7 @@ def _build_explore(models: service_lib.Models):
     except errors.UserError as e:
       return f'**Cannot open:** {e}', {}, gr.update(choices=[], value=None), []
     first = next(iter(results))
-    summary = ', '.join(f'{k}: {len(r["images"])} images, mean Dice {r.get("dice_per_image", float("nan")):.3f}'
+    summary = ', '.join(f'{k}: {len(r["images"])} images, mean Dice {r.get("mean_dice", float("nan")):.3f}'
                         for k, r in results.items())
     return (f'Opened {summary}.', results, gr.update(choices=list(results), value=first),
             table_rows(results, first, {}, sort_column, desc, contains, below))
@@ -237,7 +237,7 @@ def _build_explore(models: service_lib.Models):
       return (f'**Cannot evaluate:** {e}', *failed)
     results = {'folder': result}
     message = (f'Evaluated {len(result["images"])} images of {folder} with {name_a}: mean Dice'
-               f' {result["dice_per_image"]:.3f}. JSON: {output}/folder.json')
+               f' {result["mean_dice"]:.3f}. JSON: {output}/folder.json')
     if compare:
       message += f'; model B mean Dice {np.mean(list(compare.values())):.3f}'
     return (message, gr.update(choices=['folder'], value='folder'), results, compare,
@@ -271,6 +271,17 @@ def _build_explore(models: service_lib.Models):
     return message + ' (yellow: found, green: missed, red: false alarm).', picture, picture_b
 
   table.select(pick, [data_folder, model_a, model_b], [status, picture_a, picture_b])
+
+  def brushed(results, split_name, compare, evt: gr.SelectData):
+    """A range of Dice A brushed on the scatter plot: the table keeps those images (click one to open it)."""
+    if not results or split_name not in results or not isinstance(evt.index, (list, tuple)):
+      return 'Brush a range of Dice A on the plot.', []
+    low, high = sorted(float(x) for x in evt.index[:2])
+    rows = [row + [compare.get(row[0], '')] for row in explore.rows(results[split_name]) if low <= row[1] <= high]
+    return (f'{len(rows)} images with Dice A in [{low:.3f}, {high:.3f}]: click a row to open it.',
+            sorted(rows, key=lambda row: row[1]))
+
+  scatter.select(brushed, [results_state, split, compare_state], [status, table])
 
   def export_maps(folder, count, source_a, progress=gr.Progress()):
     try:
