@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     'prepare': ('resunetpp_jax.data.prepare', 'prepare a dataset from its download'),
     'summary': ('resunetpp_jax.summary', "print a network's layers and parameter counts (--config)"),
     'convert': ('resunetpp_jax.pretrained', "write a workdir's checkpoint as a model file (.safetensors)"),
+    'app': ('resunetpp_jax.app', 'a local web app and HTTP API that segment images and videos (--port)'),
 }
 
 
