@@ -153,8 +153,9 @@ def test_every_config_override_in_the_docs_is_a_key():
 
 
 COMMAND_MODULES = {'train': 'main.py', 'predict': 'predict.py', 'evaluate': 'evaluate.py', 'export': 'export.py',
-                   'prepare': 'data/prepare.py', 'summary': 'summary.py', 'convert': 'pretrained.py'}
-MODULE_COMMANDS = {'resunetpp_jax.' + module[:-3].replace('/', '.'): command
+                   'prepare': 'data/prepare.py', 'summary': 'summary.py', 'convert': 'pretrained.py',
+                   'app': 'app/__init__.py'}
+MODULE_COMMANDS = {'resunetpp_jax.' + module.removesuffix('/__init__.py').removesuffix('.py').replace('/', '.'): command
                    for command, module in COMMAND_MODULES.items()}
 ABSL_FLAGS = {'help', 'helpfull', 'helpshort', 'verbosity', 'v', 'logtostderr', 'alsologtostderr'}
 

@@ -59,12 +59,16 @@ def test_every_subcommand_names_a_module_with_a_run_function():
     spec = importlib.util.find_spec(module_name)
     assert spec is not None, name
     source = pathlib.Path(spec.origin).read_text()
-    assert '\ndef run():' in source and "if __name__ == '__main__':\n  run()" in source, module_name
+    assert '\ndef run():' in source, module_name
+    # `python -m MODULE` runs it too: the module's own guard, or a package's __main__.py.
+    main = pathlib.Path(spec.origin).with_name('__main__.py') if spec.submodule_search_locations else None
+    guard = (main.read_text() if main else source)
+    assert "if __name__ == '__main__':\n  run()" in guard or "if __name__ == '__main__':\n  app.run()" in guard, name
 
 
 def test_resunetpp_help_lists_the_subcommands_and_an_unknown_one_is_refused():
   shown = subprocess.run([str(BIN / 'resunetpp'), '--help'], capture_output=True, text=True, timeout=60, check=True)
-  for name in ('train', 'predict', 'evaluate', 'export', 'prepare', 'summary', 'convert'):
+  for name in ('train', 'predict', 'evaluate', 'export', 'prepare', 'summary', 'convert', 'app'):
     assert f'\n  {name} ' in shown.stdout
   refused = subprocess.run([str(BIN / 'resunetpp'), 'segment'], capture_output=True, text=True, timeout=60,
                            check=False)

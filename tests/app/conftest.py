@@ -1,5 +1,4 @@
 """A running `resunetpp app` (the shipped model) on a free loopback port, once per test session and worker."""
-import importlib.util
 import os
 import pathlib
 import socket
@@ -12,11 +11,6 @@ import requests
 
 REPO_DIR = pathlib.Path(__file__).resolve().parents[2]
 
-# tests/conftest.py, whose module name this file shadows for the tests of tests/app.
-_spec = importlib.util.spec_from_file_location('tests_root_conftest', REPO_DIR / 'tests' / 'conftest.py')
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-write_tiff_declaring = _root.write_tiff_declaring
 STARTUP_S = 240
 
 

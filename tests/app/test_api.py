@@ -1,12 +1,12 @@
 """The HTTP API of `resunetpp app` against a real server process: masks equal predict's; hostile uploads refused."""
 import io
 
-from conftest import write_tiff_declaring
 import numpy as np
 from PIL import Image
 import pytest
 import requests
 
+from helpers.damage import write_tiff_declaring
 from resunetpp_jax.data import image_io
 
 pytestmark = pytest.mark.slow

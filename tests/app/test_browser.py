@@ -6,13 +6,13 @@ import pathlib
 import shutil
 import zipfile
 
-from conftest import REPO_DIR
-from conftest import write_tiff_declaring
 import cv2
 import numpy as np
 from PIL import Image
 import pytest
 
+from helpers.damage import write_tiff_declaring
+from helpers.tiny_runs import REPO_DIR
 from resunetpp_jax import visualize
 from resunetpp_jax.data import image_io
 

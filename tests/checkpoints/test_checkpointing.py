@@ -40,6 +40,7 @@ def workdir(trained_workdir, tmp_path) -> pathlib.Path:
     ('latest', damage_checkpoint),
     ('best', lambda step_dir: truncate_files(step_dir / 'model')),  # Its metrics still say it is the best.
 ])
+@pytest.mark.slow
 def test_unreadable_newest_is_skipped_with_one_warning_and_left_in_place(workdir, trained_workdir, checkpoint,
                                                                          damage, caplog):
   expected, _ = model_sources.restore_model(trained_workdir, checkpoint='latest')

@@ -12,8 +12,8 @@ from safetensors import numpy as safetensors_numpy
 
 from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import model_file
-from resunetpp_jax.config import validation as config_validation
 from resunetpp_jax.checkpoints import workdir_config
+from resunetpp_jax.config import validation as config_validation
 from resunetpp_jax.evaluation import runner
 from resunetpp_jax.inference import model_sources
 from resunetpp_jax.inference import predictor as predictor_lib
@@ -104,6 +104,7 @@ def test_parameters_too_large_for_float16_are_refused(tiny_model, tiny_config, t
   assert not (tmp_path / 'model.safetensors').exists()
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_model_file_as_it_scores_its_workdir(trained_workdir, tmp_path):
   model, step = model_sources.restore_model(trained_workdir, checkpoint='latest')
   config = workdir_config.load_config(trained_workdir)
@@ -121,6 +122,7 @@ def test_evaluate_scores_a_model_file_as_it_scores_its_workdir(trained_workdir, 
 
 @pytest.mark.skipif(not model_file.SHIPPED_WEIGHTS.is_file(),
                     reason='no shipped model in this checkout yet (issue 10: its GPU run)')
+@pytest.mark.slow
 def test_shipped_model_segments_real_kvasir_test_images_as_its_card_says(shared_dir):
   """Guards every change to the model code: the shipped weights must still segment real polyps."""
   from resunetpp_jax.data import image_io  # pylint: disable=import-outside-toplevel
@@ -140,6 +142,7 @@ def test_shipped_model_segments_real_kvasir_test_images_as_its_card_says(shared_
 
 
 @pytest.mark.skipif(not model_file.SHIPPED_WEIGHTS.is_file(), reason='no shipped model in this checkout')
+@pytest.mark.slow
 def test_predict_without_a_workdir_uses_the_shipped_model(shared_dir, tmp_path):
   """`predict --input --output` works right after install: the masks are the shipped model's."""
   from resunetpp_jax.data import image_io  # pylint: disable=import-outside-toplevel

@@ -72,6 +72,7 @@ def test_batch_must_split_evenly_over_devices_and_processes():
     # A value the validation refuses (each of its messages is checked in-process above).
     ('--config.image_size=(30,64)', 'config.image_size=(30, 64) must be (height, width) with both divisible by 16'),
 ])
+@pytest.mark.slow
 def test_command_line_reports_bad_overrides_without_a_traceback(override, message, tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'resunetpp_jax.main', '--config=configs/kvasir.py', f'--workdir={tmp_path}', override],

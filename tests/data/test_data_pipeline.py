@@ -208,6 +208,7 @@ def test_eval_reads_every_example_once_padded_to_full_batches(data_dir):
   assert sorted(seen) == sorted(expected) and len(set(expected)) == 64
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream(mixed):
   config = _mixed_config(mixed)
   in_process = _take(pipeline.make_train_iterator(DataPlan.from_config(config)), 8)

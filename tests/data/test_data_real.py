@@ -49,6 +49,7 @@ def _assert_augmented_batch(config):
   assert set(np.unique(batch['mask'])) <= {0, 1} and batch['mask'].any()
 
 
+@pytest.mark.slow
 def test_clinicdb_png_prepares_all_splits(real_data, data_dir):
   config = _config(data_dir, 'cvc_clinicdb', real_data / 'CVC-ClinicDB')
   counts = {split: len(_examples(config, split)) for split in

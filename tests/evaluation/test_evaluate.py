@@ -268,6 +268,7 @@ from helpers.tiny_runs import REPO_DIR  # pylint: disable=g-bad-import-order
 from helpers.tiny_runs import TRAINED_STEPS as TRAIN_STEPS
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
   # No datasets given: the config's test_data, synthetic_polyps:test.
   (result,) = runner.run(trained_workdir, [], save_images=True)
@@ -317,6 +318,7 @@ def test_evaluate_scores_every_test_image_at_original_size(trained_workdir):
   assert len(os.listdir(picture_dir)) == 2 * 64
 
 
+@pytest.mark.slow
 def test_evaluate_command_line_prints_a_table(trained_workdir):
   completed = subprocess.run(
       [sys.executable, '-m', 'resunetpp_jax.evaluate',
@@ -334,6 +336,7 @@ def test_evaluate_command_line_prints_a_table(trained_workdir):
       tables.format_paper_table('resunetpp', [written], markdown=True) + '\n')
 
 
+@pytest.mark.slow
 def test_validation_scores_the_validation_data_the_run_trained_beside(trained_workdir, tmp_path):
   # The workdir's config validates on synthetic_polyps:valid: --validation scores exactly that split.
   (validation,) = runner.run(trained_workdir, [], validation=True, output_dir=str(tmp_path))

@@ -58,6 +58,7 @@ def parity(shared_dir, session_cache_dir, tmp_path_factory):
           'values': values, 'runtimes': runtimes}
 
 
+@pytest.mark.slow
 def test_exports_reproduce_the_jax_logits_on_the_parity_input(parity):
   images = parity['input']
   assert images.shape == (2, *PARITY_SIZE, 3)
@@ -68,6 +69,7 @@ def test_exports_reproduce_the_jax_logits_on_the_parity_input(parity):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=TOLERANCE, err_msg=name)
 
 
+@pytest.mark.slow
 def test_exports_reproduce_the_jax_logits_on_real_images_at_batch_2_and_1(parity, shared_dir):
   """Batch 2 as the parity input (no program compiles again), then batch 1 from the same files."""
   folder = shared_dir / 'data' / 'Kvasir-SEG' / 'images'
@@ -175,6 +177,7 @@ def _random_image(height: int, width: int, seed: int) -> np.ndarray:
   return np.asarray(coarse.resize((width, height), Image.BILINEAR))
 
 
+@pytest.mark.slow
 def test_export_command_then_predict_with_the_onnx_file_writes_the_jax_masks(trained_workdir, tmp_path):
   model_path = tmp_path / 'model.onnx'
   completed = _run('resunetpp_jax.export', f'--workdir={trained_workdir}', f'--checkpoint={TRAINED_STEPS}',

@@ -71,6 +71,7 @@ def test_predictions_come_back_at_each_original_size(predictor):
   np.testing.assert_allclose(stacked[2], batched[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_short_calls_pad_to_a_small_batch_and_later_calls_reuse_the_compiled_ones(trained_workdir):
   """One image a call must not cost a batch of 8 (the shipped model takes 1.6 s an image on 2 CPU cores)."""
   predictor = predictor_lib.Predictor.from_workdir(trained_workdir, batch_size=8)

@@ -336,6 +336,7 @@ def test_frames_above_the_pixel_limit_are_refused_before_reading(oracle, mp4_pat
   assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_predict_command_line_on_a_video_with_a_broken_frame(trained_workdir, broken_avi_path, tmp_path):
   completed = subprocess.run(
       [sys.executable, '-m', 'resunetpp_jax.predict', f'--workdir={trained_workdir}',

@@ -81,6 +81,7 @@ def test_each_switch_changes_the_parameter_count_by_the_hand_count(switch, value
   assert count(build(**switches)) == hand_count(**switches)
 
 
+@pytest.mark.slow
 def test_defaults_are_the_original_network():
   model = nnx.eval_shape(lambda: ResUNetPP(rngs=nnx.Rngs(0)))
   assert count(model) == 10_759_430 and count(model, nnx.BatchStat) == 12_644

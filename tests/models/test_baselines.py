@@ -243,6 +243,7 @@ STEPS = 16
 
 
 @pytest.mark.parametrize('model_name', ['unet', 'unetpp'])
+@pytest.mark.slow
 def test_trains_on_the_tiny_config_and_predicts(model_name, tiny_config, tmp_path):
   tiny_config.update(model=model_name, num_train_steps=STEPS, eval_every_steps=STEPS, checkpoint_every_steps=STEPS,
                      num_eval_images_logged=2)

@@ -191,6 +191,7 @@ def test_combo_by_hand(hand_values):
   assert hand_values['combo'] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_every_loss_matches_its_numpy_reference():
   logits, labels = _random_batch(seed=1)
   values = _all_values_and_grads(logits, labels)

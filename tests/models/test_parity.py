@@ -26,6 +26,7 @@ def loaded_model(reference):
 
 
 @pytest.mark.parametrize('mode', ['eval', 'train'])
+@pytest.mark.slow
 def test_reference_logits_match(loaded_model, reference, mode):
   model = nnx.clone(loaded_model)  # Train mode updates the BatchNorm statistics.
   # Train mode normalises with the batch's statistics, eval mode with the stored ones.

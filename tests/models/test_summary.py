@@ -1,8 +1,11 @@
 """The Keras-style summary: per-block rows and the exact totals of the original network."""
+import pytest
+
 from resunetpp_jax.config import defaults
 from resunetpp_jax.models import summary as summary_lib
 
 
+@pytest.mark.slow
 def test_default_network_totals_match_the_original():
   config = defaults.get_default_config()
   config.image_size = (32, 48)

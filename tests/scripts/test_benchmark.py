@@ -12,6 +12,7 @@ from scripts import benchmark
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_benchmark_times_the_train_step_on_cpu_and_writes_json(tmp_path):
   out = tmp_path / 'bench.jsonl'
   subprocess.run(
@@ -28,6 +29,7 @@ def test_benchmark_times_the_train_step_on_cpu_and_writes_json(tmp_path):
   assert record['last_loss'] != record['first_loss']  # The timed steps trained.
 
 
+@pytest.mark.slow
 def test_benchmark_rejects_an_unknown_override(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'scripts.benchmark', '--set=learning_rat=0.01', f'--out={tmp_path / "b.jsonl"}'],

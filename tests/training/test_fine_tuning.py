@@ -84,6 +84,7 @@ def _model_leaves(workdir) -> list[np.ndarray]:
   return step, [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.state(model))]
 
 
+@pytest.mark.slow
 def test_a_run_resumes_without_its_initial_file_and_restarts_from_it_when_no_checkpoint_restores(
     model_file, tiny_config, tmp_path):
   tiny_config.init_from = str(model_file)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WORKER = REPO / 'tests' / 'helpers' / 'distributed_worker.py'
@@ -32,6 +33,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_gradient_sharded_over_four_devices_equals_one_device(tmp_path):
   out = tmp_path / 'grads.npz'
   _wait(_run(['grads', str(out)], {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}))
@@ -47,6 +49,7 @@ def test_gradient_sharded_over_four_devices_equals_one_device(tmp_path):
     np.testing.assert_allclose(data['4' + name], data['1' + name], rtol=1e-4, atol=1e-5 * scale, err_msg=name)
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_same_step_as_one(tmp_path):
   single, multi = tmp_path / 'single.npz', tmp_path / 'multi.npz'
   port = _free_port()

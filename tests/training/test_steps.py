@@ -3,6 +3,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from resunetpp_jax.config import defaults
 from resunetpp_jax.training import sharding
@@ -18,6 +19,7 @@ def _tiny_config():
   return config
 
 
+@pytest.mark.slow
 def test_train_state_holds_arrays_only_and_merges_back():
   config = _tiny_config()
   graphdef, state = train_state.create_train_state(config, sharding.create_mesh(), total_steps=10)
@@ -36,6 +38,7 @@ def test_train_state_holds_arrays_only_and_merges_back():
   assert jax.tree.structure(new_state) == structure
 
 
+@pytest.mark.slow
 def test_moving_average_blends_each_step_and_is_what_evaluation_scores():
   config = _tiny_config()
   config.ema_decay = 0.75

@@ -59,6 +59,7 @@ def _scalars(workdir, tag) -> list[float]:
   return [event.value for event in accumulator.Scalars(tag)]
 
 
+@pytest.mark.slow
 def test_training_learns_and_logs(tiny_config, tmp_path):
   tiny_config.num_train_steps = 24
   metrics = loop.train_and_evaluate(tiny_config, str(tmp_path))
@@ -72,6 +73,7 @@ def test_training_learns_and_logs(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize('ema_decay', [0.0, 0.8])
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, ema_decay):
   tiny_config.ema_decay = ema_decay
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
@@ -104,6 +106,7 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tiny_config, tmp_path, 
 
 
 @pytest.mark.parametrize('damaged', ['latest', 'every model item'])
+@pytest.mark.slow
 def test_unrestorable_checkpoints_are_set_aside(tiny_config, tmp_path, caplog, damaged):
   loop.train_and_evaluate(tiny_config, str(tmp_path))
   _, expected = _model_arrays(tmp_path)
@@ -126,6 +129,7 @@ def test_unrestorable_checkpoints_are_set_aside(tiny_config, tmp_path, caplog, d
     (1, r'the last good checkpoint, step \d+ in .*checkpoints, is kept'),
     (1000, 'no checkpoint has been saved in .*checkpoints yet'),
 ])
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_says_which_checkpoint_is_kept(tiny_config, tmp_path, checkpoint_every_steps,
                                                                  message):
   tiny_config.optimizer = 'sgd'
@@ -144,6 +148,7 @@ def test_non_finite_loss_stops_and_says_which_checkpoint_is_kept(tiny_config, tm
     'RESOURCE_EXHAUSTED: Out of memory while trying to allocate 38328165058 bytes.',  # A GPU's.
     'INTERNAL: Error dispatching computation: Out of memory allocating 38328165058 bytes.',  # The CPU's.
 ])
+@pytest.mark.slow
 def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tiny_config, tmp_path, monkeypatch,
                                                                               xla_message):
   tiny_config.checkpoint_every_steps = 1
@@ -171,6 +176,7 @@ def test_out_of_memory_names_the_settings_to_lower_and_keeps_the_checkpoints(tin
   assert loop.train_and_evaluate(tiny_config, str(tmp_path))['step'] == 4  # The lock is released: it resumes.
 
 
+@pytest.mark.slow
 def test_other_xla_runtime_errors_are_not_called_out_of_memory(tiny_config, tmp_path, monkeypatch):
   def broken(sums):
     raise jax.errors.JaxRuntimeError('INTERNAL: an unrelated failure')
@@ -180,6 +186,7 @@ def test_other_xla_runtime_errors_are_not_called_out_of_memory(tiny_config, tmp_
   assert not isinstance(raised.value, loop.OutOfMemoryError)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_it_arrives_in_and_the_run_resumes_from_it(tiny_config, tmp_path):
   # Checkpoints only at the end: the one the signal leads to is the only one before it.
   overrides = {'log_every_steps': 1, 'eval_every_steps': 1000, 'checkpoint_every_steps': 1000}
@@ -204,6 +211,7 @@ def test_sigterm_saves_the_step_it_arrives_in_and_the_run_resumes_from_it(tiny_c
   assert logged == list(range(1, tiny_config.num_train_steps + 1))  # Resumed after `saved`: no step twice.
 
 
+@pytest.mark.slow
 def test_second_run_on_a_workdir_is_refused_and_a_crashed_holder_leaves_no_lock(tiny_config, tmp_path):
   with workdir_lock.hold(str(tmp_path)):
     result = subprocess.run(_main_command(tiny_config, tmp_path), cwd=REPO, capture_output=True, text=True,
@@ -266,6 +274,7 @@ def _mount_tmpfs(path: pathlib.Path, size: str):
     pytest.skip(f'mounting a tmpfs needs root: {result.stderr.decode().strip()}')
 
 
+@pytest.mark.slow
 def test_full_disk_stops_at_once_with_one_message_and_keeps_the_last_checkpoint(tiny_config, tmp_path):
   # A real ENOSPC in orbax's background writes: 3 MB hold the config, the TensorBoard events and two or three
   # checkpoints of ~0.9 MB; the free space passes the check before the next, which then fills the disk mid-save.
@@ -304,6 +313,7 @@ def test_full_disk_stops_at_once_with_one_message_and_keeps_the_last_checkpoint(
     subprocess.run(['umount', str(disk)], check=True)
 
 
+@pytest.mark.slow
 def test_without_validation_the_schedule_runs_to_its_end_and_saves_its_last_step(tiny_config, tmp_path):
   tiny_config.validation_data, tiny_config.validation_fraction = '', 0.0
   tiny_config.num_train_steps, tiny_config.eval_every_steps, tiny_config.checkpoint_every_steps = 5, 3, 4
@@ -316,6 +326,7 @@ def test_without_validation_the_schedule_runs_to_its_end_and_saves_its_last_step
   assert checkpointer_lib.Checkpointer(str(tmp_path), tiny_config, read_only=True).all_steps() == [4, 5]
 
 
+@pytest.mark.slow
 def test_an_evaluation_saves_a_checkpoint_only_when_it_beats_the_best(tiny_config, tmp_path, monkeypatch, caplog):
   tiny_config.update(num_train_steps=8, eval_every_steps=2, checkpoint_every_steps=1000)
   scripted_dice = iter([0.5, 0.4, 0.6, 0.3])  # Steps 2, 4, 6, 8: new best, worse, new best, worse (but last).
@@ -334,6 +345,7 @@ def test_an_evaluation_saves_a_checkpoint_only_when_it_beats_the_best(tiny_confi
                           record.getMessage()) for record in caplog.records)
 
 
+@pytest.mark.slow
 def test_the_first_batch_is_fetched_while_the_train_step_compiles(tiny_config, tmp_path, monkeypatch):
   tiny_config.update(num_train_steps=2, num_workers=1)
   fetch_started = threading.Event()

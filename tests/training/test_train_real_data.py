@@ -25,6 +25,7 @@ def _subset(source: pathlib.Path, target: pathlib.Path, folders: tuple[str, str]
     ('kvasir_seg', 'Kvasir-SEG', ('images', 'masks')),  # The official JPEG download.
     ('cvc_clinicdb', 'CVC-ClinicDB-tif', ('Original', 'Ground Truth')),  # The official TIFFs.
 ])
+@pytest.mark.slow
 def test_real_dataset_trains_with_the_kvasir_recipe(dataset, folder, layout, shared_dir, tmp_path,
                                                     session_cache_dir):
   config = kvasir.get_config()
