@@ -386,3 +386,25 @@ def test_a_link_at_the_old_partial_name_is_not_followed_and_outputs_are_not_repl
   (out / 'pan.csv').mkdir()  # A folder where the CSV goes: refused before any frame is decoded.
   with pytest.raises(errors.UserError, match='are folders where files should go: .*pan.csv'):
     video.segment_video(oracle, os.fspath(mp4_path), os.fspath(out))
+
+
+def test_the_app_segments_a_video_as_predict_does_and_refuses_one_over_its_limit(oracle, mp4_path, tmp_path):
+  """The app's Segment view hands a dropped video to its service: the same CSV and overlay video as `predict`,
+  its private copy of the upload removed; a video over --max_video_mb is refused by name before any frame."""
+  from resunetpp_jax.app import service as service_lib  # pylint: disable=import-outside-toplevel
+  video.segment_video(oracle, os.fspath(mp4_path), os.fspath(tmp_path / 'predict'))
+  service = service_lib.SegmentService(oracle, max_video_bytes=os.path.getsize(mp4_path))
+  try:
+    result = service.segment_video(os.fspath(mp4_path), 'pan.mp4', os.fspath(tmp_path / 'app'))
+    assert result.frames == NUM_FRAMES and not list(result.broken)
+    assert (tmp_path / 'app' / 'pan.csv').read_text() == (tmp_path / 'predict' / 'pan.csv').read_text()
+    np.testing.assert_array_equal(_read_video(tmp_path / 'app' / 'pan_overlay.mp4')[0],
+                                  _read_video(tmp_path / 'predict' / 'pan_overlay.mp4')[0])
+    assert not any(files for _, _, files in os.walk(service.upload_root))
+    too_small = service_lib.SegmentService(oracle, max_video_bytes=os.path.getsize(mp4_path) - 1)
+    with pytest.raises(service_lib.UploadError, match='pan.mp4') as refused:
+      too_small.segment_video(os.fspath(mp4_path), 'pan.mp4', os.fspath(tmp_path / 'refused'))
+    too_small.close()
+    assert refused.value.status == 413 and not (tmp_path / 'refused').exists()
+  finally:
+    service.close()
