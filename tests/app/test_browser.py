@@ -2,6 +2,7 @@
 files in the page; evaluate a folder with two models, open the JSON, sort, click a row, export result maps.
 Screenshots go to the test's tmp folder and docs/figures/ (app_segment, app_compare, app_explore)."""
 import io
+import os
 import pathlib
 import shutil
 import zipfile
@@ -44,15 +45,29 @@ def page(browser, app_server):
 
 
 def screenshot(page, tmp_path, name):
+  """One per view under the test's folder; with RESUNETPP_UPDATE_FIGURES=1 also docs/figures/app_NAME.png."""
   path = tmp_path / f'app_{name}.png'
   page.screenshot(path=path, full_page=True)
-  FIGURES.mkdir(parents=True, exist_ok=True)
-  shutil.copyfile(path, FIGURES / f'app_{name}.png')
+  if os.environ.get('RESUNETPP_UPDATE_FIGURES') == '1':
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, FIGURES / f'app_{name}.png')
 
 
 def upload(page, *paths):
-  page.locator('#upload input[type=file]').set_input_files([str(p) for p in paths])
-  page.locator('#upload').get_by_text(pathlib.Path(paths[0]).name).first.wait_for()
+  """Drops `paths` on the upload box and starts segmenting. Gradio posts the files to the server first; on a loaded
+  machine that post can be lost with the page still loading, so a drop that shows no file name is made once more."""
+  from playwright.sync_api import TimeoutError as PlaywrightTimeout  # pylint: disable=import-outside-toplevel
+  box = page.locator('#upload input[type=file]')
+  box.wait_for(state='attached')
+  shown = page.locator('#upload').get_by_text(pathlib.Path(paths[0]).name).first
+  for attempt in range(2):
+    box.set_input_files([str(p) for p in paths])
+    try:
+      shown.wait_for(timeout=TIMEOUT_MS // 2)
+      break
+    except PlaywrightTimeout:
+      if attempt:
+        raise
   page.locator('#segment-button').click()
 
 
