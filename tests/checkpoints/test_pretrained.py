@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors import numpy as safetensors_numpy
 
+from helpers import model_state
 from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import model_file
 from resunetpp_jax.checkpoints import workdir_config
@@ -17,21 +18,13 @@ from resunetpp_jax.config import validation as config_validation
 from resunetpp_jax.evaluation import runner
 from resunetpp_jax.inference import model_sources
 from resunetpp_jax.inference import predictor as predictor_lib
-from resunetpp_jax.models import initialization
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture
 def tiny_model(tiny_config):
-  model = initialization.create_initialized_model(tiny_config)
-  model.eval()
-  return model
-
-
-def _variables(model):
-  return {'/'.join(map(str, path)): (type(v), np.asarray(v.get_value()))
-          for path, v in nnx.to_flat_state(nnx.state(model))}
+  return model_state.eval_model(tiny_config)
 
 
 def test_round_trip_keeps_statistics_exactly_and_parameters_to_float16(tiny_model, tiny_config, tmp_path):
@@ -47,7 +40,7 @@ def test_round_trip_keeps_statistics_exactly_and_parameters_to_float16(tiny_mode
   assert (config.data_dir, config.manual_dirs, config.compilation_cache_dir) == (  # not kept in the file,
       '', '', '~/.cache/resunetpp_jax/xla')
   assert config.init_from == 'start.safetensors'  # and the start of a fine-tuning by its file name only.
-  before, after = _variables(tiny_model), _variables(loaded)
+  before, after = model_state.variables(tiny_model), model_state.variables(loaded)
   assert before.keys() == after.keys()
   for name, (kind, value) in before.items():
     restored = after[name][1]

@@ -2,10 +2,10 @@
 import hashlib
 import json
 
-from flax import nnx
 import numpy as np
 import pytest
 
+from helpers import model_state
 from resunetpp_jax import errors
 from resunetpp_jax.checkpoints import model_file
 from resunetpp_jax.models import initialization
@@ -15,14 +15,7 @@ from tools.release import model_card
 
 @pytest.fixture
 def tiny_model(tiny_config):
-  model = initialization.create_initialized_model(tiny_config)
-  model.eval()
-  return model
-
-
-def _variables(model):
-  return {'/'.join(map(str, path)): (type(v), np.asarray(v.get_value()))
-          for path, v in nnx.to_flat_state(nnx.state(model))}
+  return model_state.eval_model(tiny_config)
 
 
 def test_model_card_script_writes_the_scores_and_the_recipe_into_the_model_file(tiny_model, tiny_config, tmp_path):
@@ -39,7 +32,7 @@ def test_model_card_script_writes_the_scores_and_the_recipe_into_the_model_file(
   assert card['scores'] == {'kvasir_seg:pranet_test': {'mean_dice': 0.8125, 'mdice': 0.8, 'num_images': 100}}
   assert card['recipe']['filters'] == list(tiny_config.filters) and card['minutes'] == 41.5
   assert metadata['step'] == '5' and 'research and education only' in card['terms']
-  for (name, (_, before)), (_, (_, after)) in zip(_variables(tiny_model).items(), _variables(loaded).items()):
+  for (name, (_, before)), (_, (_, after)) in zip(model_state.variables(tiny_model).items(), model_state.variables(loaded).items()):
     np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-4, err_msg=name)  # Rewritten, not retrained.
 
 
@@ -72,7 +65,7 @@ def test_join_model_rejoins_the_parts_of_a_gpu_call_into_the_same_model(tiny_con
   assert 'step 9' in summary
   loaded, config, metadata = model_file.load(tmp_path / 'joined.safetensors')
   assert config.model == 'unet' and json.loads(metadata['card']) == {'machine': 'H200'}
-  for (name, (_, before)), (_, (_, after)) in zip(_variables(unet).items(), _variables(loaded).items()):
+  for (name, (_, before)), (_, (_, after)) in zip(model_state.variables(unet).items(), model_state.variables(loaded).items()):
     np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-4, err_msg=name)
 
 
